@@ -1,0 +1,58 @@
+"""The ``bertserve`` command: one entry point whose sub-commands come from each part.
+
+Each part's CLI module registers its sub-commands without importing its heavy
+dependencies: the export part (torch) and the server part (onnxruntime) are
+imported only when one of their sub-commands runs, so a client-only install
+still lists and explains them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each defines register(subparsers): it adds its sub-commands and sets the
+# defaults run=<function(args) -> int> and extra=<the pip extra they need>.
+PARTS = ("bertserve.export.cli", "bertserve.server.cli", "bertserve.client.commands")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bertserve import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="bertserve", description="BERT features over gRPC, made fast with ONNX Runtime."
+    )
+    parser.add_argument("--version", action="version", version=f"bertserve {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in PARTS:
+        try:
+            part = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue  # that part is not written yet
+        part.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; returns its exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ModuleNotFoundError as exc:
+        extra = f"[{args.extra}]" if getattr(args, "extra", "") else ""
+        print(
+            f"bertserve {args.command}: needs the module {exc.name!r}; "
+            f"install it with: pip install 'bertserve{extra}'",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

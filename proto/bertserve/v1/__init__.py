@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs for bertserve.v1 (``./dev proto`` regenerates them)."""
