@@ -1,0 +1,162 @@
+"""Every output of every variant against PyTorch, on sentences of mixed lengths with padding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from transformers import BertModel, PreTrainedTokenizerFast
+
+# Mixed lengths, so the batch carries real padding.
+SENTENCES = (
+    "I love Paris",
+    "The quick brown fox jumps over the lazy dog.",
+    "hello",
+    "A man is playing a guitar on the street while people walk by and listen.",
+    "Stock markets fell sharply on Tuesday after the central bank raised interest rates "
+    "again, surprising many analysts who had expected a pause.",
+    "What is the capital of France?",
+    "Dogs are loyal animals.",
+    "The weather today is sunny with a chance of rain in the evening.",
+)
+MAX_ABS_ERROR = {"fp32": 1e-4, "fp32-opt": 1e-4}  # int8 and fp16 are judged by cosine
+MIN_MEAN_COSINE = 0.99
+
+
+@dataclass
+class VariantReport:
+    """How one variant compares with PyTorch."""
+
+    variant: str
+    max_abs_error: dict[str, float] = field(default_factory=dict)  # per output
+    cosine: dict[str, float] = field(
+        default_factory=dict
+    )  # worst over sentences: cls, pooler, mean
+    ran: bool = True
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        limit = MAX_ABS_ERROR.get(self.variant)
+        if limit is not None:
+            return self.ran and max(self.max_abs_error.values()) <= limit
+        return True
+
+    @property
+    def flagged(self) -> bool:
+        return self.ran and self.cosine.get("mean", 1.0) < MIN_MEAN_COSINE
+
+    def as_dict(self) -> dict:
+        return {
+            "max_abs_error": self.max_abs_error,
+            "cosine": self.cosine,
+            "ran": self.ran,
+            "passed": self.passed,
+            "flagged": self.flagged,
+            "note": self.note,
+            "tolerance": MAX_ABS_ERROR.get(self.variant),
+            "sentences": len(SENTENCES),
+        }
+
+
+def reference_inputs(tokenizer: PreTrainedTokenizerFast) -> dict[str, np.ndarray]:
+    """The validation batch, padded to its longest sentence: (batch, seq) int64 each."""
+    batch = tokenizer(list(SENTENCES), padding=True, return_tensors="np")
+    return {
+        name: batch[name].astype(np.int64)
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+    }
+
+
+def reference_outputs(model: BertModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """PyTorch's outputs under the ONNX names."""
+    with torch.no_grad():
+        out = model(
+            **{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True
+        )
+    named = {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+    named.update({f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
+    return {k: v.numpy() for k, v in named.items()}
+
+
+def sentence_vectors(outputs: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """CLS, pooler and mask-weighted mean vectors: (batch, hidden) each."""
+    tokens = outputs["last_hidden_state"].astype(np.float64)
+    weights = mask[..., None].astype(np.float64)
+    return {
+        "cls": tokens[:, 0],
+        "pooler": outputs["pooler_output"].astype(np.float64),
+        "mean": (tokens * weights).sum(1) / weights.sum(1),
+    }
+
+
+def _worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(cos.min())
+
+
+def validate_variant(
+    variant: str,
+    model_file: Path,
+    inputs: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+) -> VariantReport:
+    """Run model_file on the CPU and compare every output with the reference."""
+    report = VariantReport(variant)
+    try:
+        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        got = dict(zip(names, session.run(names, inputs), strict=True))
+    except Exception as exc:  # noqa: BLE001 - e.g. fp16 kernels the CPU provider lacks
+        report.ran = False
+        report.note = f"not run on the CPU provider: {str(exc).splitlines()[0][:200]}"
+        return report
+    missing = set(reference) - set(got)
+    if missing:
+        report.ran = False
+        report.note = f"outputs missing: {sorted(missing)}"
+        return report
+    mask = inputs["attention_mask"].astype(bool)
+    for name, expected in reference.items():
+        actual = got[name].astype(np.float32)
+        # padding positions are free to differ (fused attention skips them): compare real tokens
+        if actual.ndim == 3:
+            report.max_abs_error[name] = float(np.abs(actual[mask] - expected[mask]).max())
+        else:
+            report.max_abs_error[name] = float(np.abs(actual - expected).max())
+    ours = sentence_vectors(got, inputs["attention_mask"])
+    theirs = sentence_vectors(reference, inputs["attention_mask"])
+    report.cosine = {k: _worst_cosine(ours[k], theirs[k]) for k in ours}
+    return report
+
+
+def format_table(model_name: str, reports: list[VariantReport]) -> str:
+    """A plain-text table: one row per variant."""
+    header = (
+        f"{'variant':<10} {'max|Δ| last':>12} {'max|Δ| pooler':>13} {'max|Δ| hidden':>13} "
+        f"{'cos cls':>8} {'cos pooler':>10} {'cos mean':>9}  verdict"
+    )
+    lines = [
+        f"validation of {model_name} against PyTorch ({len(SENTENCES)} sentences, padded):",
+        header,
+    ]
+    for r in reports:
+        if not r.ran:
+            lines.append(f"{r.variant:<10} {r.note}")
+            continue
+        hidden = max(v for k, v in r.max_abs_error.items() if k.startswith("hidden_states."))
+        verdict = (
+            "ok"
+            if r.passed and not r.flagged
+            else ("FLAGGED: mean cosine < 0.99" if r.passed else "FAILED")
+        )
+        lines.append(
+            f"{r.variant:<10} {r.max_abs_error['last_hidden_state']:>12.2e} "
+            f"{r.max_abs_error['pooler_output']:>13.2e} {hidden:>13.2e} "
+            f"{r.cosine['cls']:>8.5f} {r.cosine['pooler']:>10.5f} {r.cosine['mean']:>9.5f}"
+            f"  {verdict}"
+        )
+    return "\n".join(lines)
