@@ -1,0 +1,1 @@
+"""The bertserve server: gRPC front, dynamic batcher, onnxruntime back end (``bertserve serve``)."""

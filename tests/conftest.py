@@ -50,3 +50,14 @@ def minilm_dir(model_repo: Path) -> Path:
     from bertserve.export.sources import minilm_path
 
     return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def live_server(model_repo: Path):
+    """A ``bertserve serve`` subprocess on the model repository: ``.target`` ("127.0.0.1:PORT"),
+    ``.metrics_url``, ``.repo``, ``.process``; stopped with SIGTERM at the end."""
+    from servers import start_server
+
+    server = start_server(model_repo)
+    yield server
+    server.stop()

@@ -1,0 +1,162 @@
+"""Build and run the gRPC server: BertService, health, reflection, metrics, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from bertserve.server.config import ServerConfig
+from bertserve.server.models import ModelRegistry
+from bertserve.server.runtime import check_device
+from bertserve.server.servicer import BertServicer
+from bertserve.v1 import bertserve_pb2, bertserve_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger("bertserve.server")
+
+SERVICE_NAME = bertserve_pb2.DESCRIPTOR.services_by_name["BertService"].full_name
+HEALTH_SERVICES = ("", SERVICE_NAME)
+
+
+class BertServer:
+    """A bound grpc.aio server with its models, health and servicer.
+
+    ``start()`` answers health NOT_SERVING at once; ``load()`` loads and warms the models and
+    turns health SERVING; ``stop(grace)`` drains.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        check_device(config.device)
+        self.registry = ModelRegistry(config)
+        self.servicer = BertServicer(self.registry)
+        self.health = HealthServicer()
+        # no SO_REUSEPORT: a second server on a busy port must fail, not share it silently
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        bertserve_pb2_grpc.add_BertServiceServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+        address = f"{config.host}:{config.port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot listen on {address} (in use?): {error}") from None
+
+    async def start(self) -> None:
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self.registry.load_defaults)
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace``."""
+        grace = self.config.grace_period_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        self.servicer.draining = True
+        await self.server.stop(grace)
+        await self.registry.close(timeout=1.0)
+
+
+async def create_server(config: ServerConfig) -> tuple[BertServer, int]:
+    """A started server with its models loaded and health SERVING, and its bound port."""
+    server = BertServer(config)
+    await server.start()
+    await server.load()
+    return server, server.port
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any ``extra`` fields."""
+
+    STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+        "message",
+        "asctime",
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update({k: v for k, v in record.__dict__.items() if k not in self.STANDARD})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def setup_logging(config: ServerConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if config.log_json
+        else logging.Formatter("%(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(f"{port}\n")
+    temporary.replace(path)
+
+
+async def run(config: ServerConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then drain within the grace period."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = BertServer(config)
+    await server.start()
+    log.info("listening, loading models", extra={"host": config.host, "port": server.port})
+    metrics_port = None
+    if config.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        http, _ = start_http_server(config.metrics_port, addr=config.host)
+        metrics_port = http.server_port
+    await server.load()
+    if config.port_file:
+        _write_port_file(config.port_file, server.port)
+    log.info(
+        "serving",
+        extra={
+            "target": f"{config.host}:{server.port}",
+            "metrics_port": metrics_port,
+            "models": {f"{m}": v for m, v in server.registry.default_variants.items()},
+            "device": config.device,
+        },
+    )
+    await stop.wait()
+    log.info("draining", extra={"grace_period_s": config.grace_period_s})
+    await server.stop()
+    log.info("stopped")
+
+
+def serve(config: ServerConfig) -> None:
+    """Run the server in this process (blocking)."""
+    setup_logging(config)
+    asyncio.run(run(config))

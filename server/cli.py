@@ -1,0 +1,100 @@
+"""``bertserve serve``: the command-line front of the server (imports nothing heavy at import)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` sub-command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model repository over gRPC",
+        description=(
+            "Serve every model of a repository over gRPC (bertserve.v1.BertService, health, "
+            "reflection). Unset flags fall back to BERTSERVE_* environment variables, then the "
+            "--config YAML file, then defaults."
+        ),
+    )
+    parser.add_argument("--repo", help="model repository (env BERTSERVE_REPO)")
+    parser.add_argument(
+        "--host", help="address to listen on (default 127.0.0.1; env BERTSERVE_HOST)"
+    )
+    parser.add_argument("--port", type=int, help="gRPC port (default 50051; 0: any free port)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus /metrics HTTP port (default: off; 0: any free port; -1: off)",
+    )
+    parser.add_argument(
+        "--config", help="YAML file with server settings and per-model batch settings"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="execution device (default cpu)")
+    parser.add_argument("--default-model", help="model answered when a request names none")
+    parser.add_argument(
+        "--instances", type=int, help="onnxruntime sessions per model variant (default 1)"
+    )
+    parser.add_argument(
+        "--intra-op-threads", type=int, help="threads per session (default: cores / instances)"
+    )
+    parser.add_argument(
+        "--max-batch-tokens", type=int, help="padded tokens per batch (default 8192)"
+    )
+    parser.add_argument("--max-batch-size", type=int, help="sequences per batch (default 64)")
+    parser.add_argument(
+        "--max-queue-delay-ms", type=float, help="longest wait to fill a batch (default 2)"
+    )
+    parser.add_argument(
+        "--max-queue-requests", type=int, help="waiting requests before RESOURCE_EXHAUSTED"
+    )
+    parser.add_argument(
+        "--grace-period", type=float, help="seconds to finish in-flight work on SIGTERM"
+    )
+    parser.add_argument("--port-file", help="write the bound port to this file once serving")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    parser.set_defaults(run=run, extra="server")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the config and serve until SIGTERM; returns the exit status."""
+    import dataclasses
+
+    from bertserve.server.config import load_config
+    from bertserve.server.errors import DeviceError
+
+    flags = {
+        "repo": args.repo,
+        "host": args.host,
+        "port": args.port,
+        "metrics_port": args.metrics_port,
+        "device": args.device,
+        "default_model": args.default_model,
+        "instances": args.instances,
+        "intra_op_threads": args.intra_op_threads,
+        "grace_period_s": args.grace_period,
+        "port_file": args.port_file,
+        "log_level": args.log_level,
+    }
+    try:
+        config = load_config(flags, args.config)
+        batch_flags = {
+            "max_batch_tokens": args.max_batch_tokens,
+            "max_batch_size": args.max_batch_size,
+            "max_queue_delay_ms": args.max_queue_delay_ms,
+            "max_queue_requests": args.max_queue_requests,
+        }
+        batch_flags = {k: v for k, v in batch_flags.items() if v is not None}
+        if batch_flags:
+            config = dataclasses.replace(
+                config,
+                batch=dataclasses.replace(config.batch, **batch_flags),
+                models={n: dataclasses.replace(s, **batch_flags) for n, s in config.models.items()},
+            ).validate()
+        from bertserve.server.app import serve
+
+        serve(config)
+    except (ValueError, OSError, DeviceError) as error:
+        print(f"bertserve serve: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,65 @@
+"""Prometheus metrics of the server (prometheus-client's default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUESTS = Counter(
+    "bertserve_requests_total", "RPCs answered, by method and status code", ["method", "code"]
+)
+REQUEST_SECONDS = Histogram("bertserve_request_seconds", "RPC latency", ["method"])
+QUEUE_SECONDS = Histogram(
+    "bertserve_queue_seconds", "Time from arrival to the first batch that computes it", ["model"]
+)
+QUEUE_DEPTH = Gauge("bertserve_queue_requests", "Requests waiting in a batcher's queue", ["model"])
+BATCH_SIZE = Histogram(
+    "bertserve_batch_size",
+    "Sequences per batch",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+BATCH_TOKENS = Histogram(
+    "bertserve_batch_tokens",
+    "Padded tokens per batch (longest x count)",
+    ["model"],
+    buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
+)
+INFERENCE_SECONDS = Histogram(
+    "bertserve_inference_seconds", "onnxruntime time per batch", ["model"]
+)
+PADDING_RATIO = Histogram(
+    "bertserve_padding_ratio",
+    "Share of computed tokens that are padding, per batch",
+    ["model"],
+    buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+)
+TOKENS = Counter("bertserve_tokens_total", "Tokens computed, real and padding", ["model", "kind"])
+DROPPED = Counter(
+    "bertserve_dropped_sequences_total",
+    "Waiting sequences dropped before computing (caller cancelled or deadline passed)",
+    ["model", "reason"],
+)
+
+
+class ModelMetrics:
+    """The batcher's observer for one model variant (label ``model`` = "name/variant")."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def batch_done(self, size: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+        BATCH_SIZE.labels(self.label).observe(size)
+        BATCH_TOKENS.labels(self.label).observe(padded_tokens)
+        INFERENCE_SECONDS.labels(self.label).observe(seconds)
+        PADDING_RATIO.labels(self.label).observe(1 - real_tokens / max(padded_tokens, 1))
+        TOKENS.labels(self.label, "real").inc(real_tokens)
+        TOKENS.labels(self.label, "padding").inc(padded_tokens - real_tokens)
+
+    def queued(self, seconds: float) -> None:
+        QUEUE_SECONDS.labels(self.label).observe(seconds)
+
+    def dropped(self, reason: str, sequences: int) -> None:
+        DROPPED.labels(self.label, reason).inc(sequences)
+
+    def depth(self, requests: int) -> None:
+        QUEUE_DEPTH.labels(self.label).set(requests)

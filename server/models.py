@@ -1,0 +1,260 @@
+"""The models a server serves: each variant's tokenizer, onnxruntime sessions and batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from bertserve.server.batcher import Batcher
+from bertserve.server.config import ServerConfig
+from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound
+from bertserve.server.features import FeatureSpec, pack, sequence_features
+from bertserve.server.metrics import ModelMetrics
+from bertserve.server.repository import ModelPackage, VariantPackage, scan_repository
+from bertserve.server.runtime import ModelRuntime
+from bertserve.server.tokenize import Sequence, TextTokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedResult:
+    """Packed outputs of one request and where its time went."""
+
+    outputs: dict[
+        str, np.ndarray
+    ]  # token-level (total_tokens, width), sentence (sequences, width) float32
+    lengths: list[int]
+    truncated: list[int]
+    queue_ns: int
+    inference_ns: int
+    tokens: int
+    computed_tokens: int
+
+
+class LoadedVariant:
+    """One variant in memory: tokenizer, sessions and a batcher of its own."""
+
+    def __init__(self, model: ModelPackage, package: VariantPackage, config: ServerConfig) -> None:
+        self.model = model
+        self.package = package
+        manifest = package.manifest
+        self.num_layers = int(manifest["num_layers"])
+        self.hidden_size = int(manifest["hidden_size"])
+        self.max_length = int(
+            manifest.get("max_length") or manifest.get("max_position_embeddings") or 512
+        )
+        self.vocab_size = int(manifest["vocab_size"])
+        self.type_vocab_size = int(manifest.get("type_vocab_size") or 2)
+        self.tokenizer = TextTokenizer(package.path / "tokenizer.json", self.max_length)
+        self.runtime = ModelRuntime(
+            package.path / "model.onnx", config.device, config.intra_op_threads, config.instances
+        )
+        missing = [
+            name
+            for name in ["last_hidden_state", "pooler_output"]
+            + [f"hidden_states.{i}" for i in range(self.num_layers + 1)]
+            if name not in self.runtime.output_names
+        ]
+        if missing:
+            raise ValueError(f"{package.path}/model.onnx lacks the outputs {missing}")
+        self.label = f"{model.name}/{package.name}"
+        self.batcher = Batcher(
+            self._run_batch,
+            config.batch_settings(model.name),
+            workers=config.instances,
+            name=self.label,
+            observer=ModelMetrics(self.label),
+        )
+
+    def warm_up(self) -> None:
+        self.runtime.warm_up()
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def tokenize(self, texts: list[str], pairs: list[str] | None, truncate: bool) -> list[Sequence]:
+        return self.tokenizer.sequences(texts, pairs, truncate=truncate)
+
+    def check_sequences(
+        self, raw: list[tuple[list[int], list[int], list[int]]], truncate: bool
+    ) -> list[Sequence]:
+        """Validate pre-tokenized sequences (ids, mask, type ids; the last two may be empty)."""
+        result = []
+        for index, (ids, mask, types) in enumerate(raw):
+            where = f"sequences[{index}]"
+            if not ids:
+                raise InvalidArgument(
+                    f"{where}.input_ids: empty; allowed: 1 to {self.max_length} token ids"
+                )
+            for field_name, values in (("attention_mask", mask), ("token_type_ids", types)):
+                if values and len(values) != len(ids):
+                    raise InvalidArgument(
+                        f"{where}.{field_name}: {len(values)} values for {len(ids)} input_ids; "
+                        "allowed: none (the default) or one per input id"
+                    )
+            input_ids = np.asarray(ids, dtype=np.int64)
+            bad = np.flatnonzero(input_ids >= self.vocab_size)
+            if bad.size:
+                raise InvalidArgument(
+                    f"{where}.input_ids[{bad[0]}]={input_ids[bad[0]]}: outside the vocabulary; "
+                    f"allowed 0..{self.vocab_size - 1}"
+                )
+            attention = np.asarray(mask, dtype=np.int64) if mask else np.ones_like(input_ids)
+            bad = np.flatnonzero(attention > 1)
+            if bad.size:
+                raise InvalidArgument(
+                    f"{where}.attention_mask[{bad[0]}]={attention[bad[0]]}: allowed 0 or 1"
+                )
+            type_ids = np.asarray(types, dtype=np.int64) if types else np.zeros_like(input_ids)
+            bad = np.flatnonzero(type_ids >= self.type_vocab_size)
+            if bad.size:
+                raise InvalidArgument(
+                    f"{where}.token_type_ids[{bad[0]}]={type_ids[bad[0]]}: allowed "
+                    f"0..{self.type_vocab_size - 1}"
+                )
+            dropped = max(0, len(ids) - self.max_length)
+            if dropped and not truncate:
+                raise InvalidArgument(
+                    f"{where}.input_ids: {len(ids)} tokens, longer than the model's limit of "
+                    f"{self.max_length}; shorten it or set truncate=true"
+                )
+            keep = slice(0, self.max_length)
+            result.append(
+                Sequence(input_ids[keep], attention[keep], type_ids[keep], truncated=dropped)
+            )
+        return result
+
+    # -- features ---------------------------------------------------------------------------
+
+    async def embed(
+        self, sequences: list[Sequence], spec: FeatureSpec, timeout: float | None
+    ) -> EmbedResult:
+        """Features of already tokenized sequences, batched with every other caller's."""
+        batched = await self.batcher.submit(
+            [(sequence, spec) for sequence in sequences], [len(s) for s in sequences], timeout
+        )
+        return EmbedResult(
+            outputs=pack(batched.results),
+            lengths=[len(s) for s in sequences],
+            truncated=[s.truncated for s in sequences],
+            queue_ns=batched.queue_ns,
+            inference_ns=batched.inference_ns,
+            tokens=sum(len(s) for s in sequences),
+            computed_tokens=batched.computed_tokens,
+        )
+
+    def _run_batch(
+        self, payloads: list[tuple[Sequence, FeatureSpec]]
+    ) -> list[dict[str, np.ndarray]]:
+        """Pad, run once with the union of wanted outputs, and cut each sequence's features."""
+        longest = max(len(sequence) for sequence, _ in payloads)
+        shape = (len(payloads), longest)
+        input_ids = np.full(shape, self.tokenizer.pad_id, dtype=np.int64)
+        attention_mask = np.zeros(shape, dtype=np.int64)
+        token_type_ids = np.zeros(shape, dtype=np.int64)
+        wanted: set[str] = set()
+        for row, (sequence, spec) in enumerate(payloads):
+            n = len(sequence)
+            input_ids[row, :n] = sequence.input_ids
+            attention_mask[row, :n] = sequence.attention_mask
+            token_type_ids[row, :n] = sequence.token_type_ids
+            wanted |= spec.model_outputs()
+        outputs = self.runtime.run(input_ids, attention_mask, token_type_ids, sorted(wanted))
+        return [
+            sequence_features(outputs, spec, row, sequence.attention_mask)
+            for row, (sequence, spec) in enumerate(payloads)
+        ]
+
+
+class ModelRegistry:
+    """Every model of the repository; default variants load at start, others on first use."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.models: dict[str, ModelPackage] = scan_repository(config.repo)
+        if not self.models:
+            raise ValueError(
+                f"model repository {config.repo} holds no model (<model>/<variant>/manifest.json)"
+            )
+        if config.default_model and config.default_model not in self.models:
+            raise ValueError(
+                f"default model {config.default_model!r} is not in {config.repo}; "
+                f"it holds {sorted(self.models)}"
+            )
+        self.default_model = config.default_model or next(iter(self.models))
+        self.default_variants: dict[str, str] = {}
+        for name, model in self.models.items():
+            variant = config.variants.get(name) or model.default_variant(config.device)
+            if variant not in model.variants:
+                raise ValueError(f"variant {variant!r} of model {name!r} is not in {config.repo}")
+            self.default_variants[name] = variant
+        self.loaded: dict[tuple[str, str], LoadedVariant] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def load_defaults(self) -> None:
+        """Load and warm up each model's default variant (blocking; called before serving)."""
+        for name, variant in self.default_variants.items():
+            started = time.monotonic()
+            loaded = LoadedVariant(
+                self.models[name], self.models[name].variants[variant], self.config
+            )
+            if self.config.warmup:
+                loaded.warm_up()
+            self.loaded[(name, variant)] = loaded
+            log.info(
+                "loaded model",
+                extra={
+                    "model": name,
+                    "variant": variant,
+                    "provider": loaded.runtime.provider,
+                    "threads": loaded.runtime.intra_op_threads,
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
+
+    def model(self, name: str) -> ModelPackage:
+        """The package of model ``name`` ("" = the default); NOT_FOUND if unknown."""
+        name = name or self.default_model
+        if name not in self.models:
+            raise ModelNotFound(f"model {name!r} not found; this server has {sorted(self.models)}")
+        return self.models[name]
+
+    async def variant(self, model_name: str, variant_name: str = "") -> LoadedVariant:
+        """The loaded variant (loading it on first use, off the event loop)."""
+        model = self.model(model_name)
+        variant_name = variant_name or self.default_variants[model.name]
+        if variant_name not in model.variants:
+            raise InvalidArgument(
+                f"variant={variant_name!r}: model {model.name!r} has no such variant; "
+                f"allowed {list(model.variants)}"
+            )
+        key = (model.name, variant_name)
+        if key in self.loaded:
+            return self.loaded[key]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self.loaded:
+                package = model.variants[variant_name]
+                try:
+                    loaded = await asyncio.to_thread(LoadedVariant, model, package, self.config)
+                except Exception as error:
+                    raise FailedPrecondition(
+                        f"variant {variant_name!r} of model {model.name!r} failed to load: {error}"
+                    ) from error
+                self.loaded[key] = loaded
+                log.info("loaded model", extra={"model": model.name, "variant": variant_name})
+        return self.loaded[key]
+
+    def provider(self, model: str, variant: str) -> str:
+        loaded = self.loaded.get((model, variant))
+        return loaded.runtime.provider if loaded else ""
+
+    async def close(self, timeout: float | None = None) -> None:
+        await asyncio.gather(*(v.batcher.close(timeout) for v in self.loaded.values()))
+
+    def labels(self, model: str) -> Any:
+        return self.models[model].manifest.get("labels")

@@ -1,0 +1,255 @@
+"""The BertService servicer: thin handlers, from_pb -> model/batcher -> to_pb."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from bertserve.server import metrics, protocol
+from bertserve.server.errors import (
+    BertServeError,
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+    Unavailable,
+    status_of,
+)
+from bertserve.server.features import answer_bytes
+from bertserve.server.models import ModelRegistry
+from bertserve.v1 import bertserve_pb2 as pb
+from bertserve.v1 import bertserve_pb2_grpc
+
+log = logging.getLogger(__name__)
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+# Requests one EmbedStream works on at once; the stream's reader waits beyond it (backpressure).
+STREAM_CONCURRENCY = 64
+# Below these sizes work stays on the event loop: a thread hop would cost more than the work.
+INLINE_TEXTS = 16
+INLINE_CHARS = 4096
+INLINE_ANSWER_BYTES = 256 * 1024
+
+
+def log_call(method: str, code: grpc.StatusCode, seconds: float, request_id: str) -> None:
+    """One structured line per call: DEBUG when it succeeded, INFO when it failed."""
+    level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
+    if log.isEnabledFor(level):
+        fields = {"method": method, "code": code.name, "ms": round(seconds * 1000, 3)}
+        log.log(level, "call", extra={**fields, "request_id": request_id})
+
+
+def unary(method: str) -> Callable[[Handler], Handler]:
+    """Count and time the RPC; turn domain errors into their status code and anything else
+    into a logged INTERNAL (the last-resort handler)."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(
+            self: BertServicer, request: Any, context: grpc.aio.ServicerContext
+        ) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if self.draining:
+                    raise Unavailable("the server is shutting down; retry on another replica")
+                return await handler(self, request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                code, message = status_of(error)
+                if not isinstance(error, BertServeError):
+                    log.exception("%s failed", method)
+                await context.abort(code, message)
+            finally:
+                seconds = time.perf_counter() - started
+                metrics.REQUESTS.labels(method, code.name).inc()
+                metrics.REQUEST_SECONDS.labels(method).observe(seconds)
+                log_call(method, code, seconds, getattr(request, "id", ""))
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
+    """Serves every model of a ModelRegistry."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.draining = False
+
+    async def _embed(
+        self, request: pb.EmbedRequest, timeout: float | None, unary: bool = False
+    ) -> list[pb.EmbedResponse]:
+        started = time.monotonic_ns()
+        variant = await self.registry.variant(request.model, request.variant)
+        protocol.check_inputs(request)
+        spec = protocol.feature_spec(request, variant)
+        tokenize_start = time.monotonic_ns()
+        if request.texts:
+            texts, pairs = list(request.texts), list(request.text_pairs) or None
+            if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
+                sequences = variant.tokenize(texts, pairs, request.truncate)
+            else:
+                sequences = await asyncio.to_thread(
+                    variant.tokenize, texts, pairs, request.truncate
+                )
+        else:
+            sequences = variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+        tokenization_ns = time.monotonic_ns() - tokenize_start
+        size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
+        if unary and size > protocol.CHUNK_BYTES:
+            # refused before computing: the answer could not travel in one message
+            raise Overloaded(
+                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
+                "unary Embed; use EmbedStream, which sends it in chunks, or ask for fewer "
+                "outputs or sequences"
+            )
+        result = await variant.embed(sequences, spec, timeout)
+        timing = pb.Timing(
+            tokenization_ns=tokenization_ns,
+            queue_ns=result.queue_ns,
+            inference_ns=result.inference_ns,
+            tokens=result.tokens,
+            computed_tokens=result.computed_tokens,
+        )
+        if size <= INLINE_ANSWER_BYTES:
+            responses = protocol.embed_responses(request, variant, result, spec.dtype, timing)
+        else:
+            responses = await asyncio.to_thread(
+                protocol.embed_responses, request, variant, result, spec.dtype, timing
+            )
+        responses[0].timing.total_ns = time.monotonic_ns() - started
+        return responses
+
+    @unary("Embed")
+    async def Embed(
+        self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbedResponse:
+        responses = await self._embed(request, context.time_remaining(), unary=True)
+        if len(responses) > 1:  # the estimate was a little short
+            size = sum(r.ByteSize() for r in responses)
+            raise Overloaded(
+                f"the answer is {size / 2**20:.1f} MiB, over the 4 MiB message limit of unary "
+                "Embed; "
+                "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences"
+            )
+        return responses[0]
+
+    async def EmbedStream(
+        self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EmbedResponse]:
+        """Each request answered as it completes; failures travel in-band as ``error``."""
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        answers: asyncio.Queue[list[pb.EmbedResponse] | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(STREAM_CONCURRENCY)
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(request: pb.EmbedRequest) -> None:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                if not request.id:
+                    raise InvalidArgument(
+                        "id: empty; EmbedStream needs an id per request to match answers"
+                    )
+                if self.draining:
+                    raise Unavailable("the server is shutting down; retry on another replica")
+                await answers.put(await self._embed(request, context.time_remaining()))
+            except Exception as error:
+                code, message = status_of(error)
+                if not isinstance(error, BertServeError):
+                    log.exception("EmbedStream request %r failed", request.id)
+                error_pb = pb.Error(code=code.value[0], message=message)
+                await answers.put([pb.EmbedResponse(id=request.id, error=error_pb, last=True)])
+            finally:
+                slots.release()
+                log_call("EmbedStream", code, time.perf_counter() - started, request.id)
+                metrics.REQUESTS.labels("EmbedStream.item", code.name).inc()
+                metrics.REQUEST_SECONDS.labels("EmbedStream.item").observe(
+                    time.perf_counter() - started
+                )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await slots.acquire()
+                    task = asyncio.create_task(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                while tasks:
+                    await asyncio.gather(*list(tasks), return_exceptions=True)
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (chunks := await answers.get()) is not None:
+                for chunk in chunks:
+                    yield chunk
+            await reader
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    @unary("Tokenize")
+    async def Tokenize(
+        self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TokenizeResponse:
+        model = self.registry.model(request.model)
+        variant = await self.registry.variant(model.name)
+        if not request.texts:
+            raise InvalidArgument("texts: empty; allowed: one or more texts")
+        if request.pad_to > variant.max_length:
+            raise InvalidArgument(
+                f"pad_to={request.pad_to}: over the model's limit; allowed 0..{variant.max_length}"
+            )
+        texts, pairs = list(request.texts), list(request.text_pairs) or None
+        encodings, dropped = await asyncio.to_thread(
+            variant.tokenizer.encode_counted, texts, pairs, truncate=request.truncate
+        )
+        if request.pad_to:
+            for encoding in encodings:
+                variant.tokenizer.pad(encoding, request.pad_to)
+        return pb.TokenizeResponse(
+            model=model.name,
+            encodings=[protocol.encoding_pb(e, d) for e, d in zip(encodings, dropped, strict=True)],
+        )
+
+    @unary("Classify")
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
+        model = self.registry.model(request.model)
+        labels = self.registry.labels(model.name)
+        if not labels:
+            raise FailedPrecondition(
+                f"model {model.name!r} has no classification head (its manifest lists no labels); "
+                "Classify needs a model exported from a fine-tuned sequence-classification "
+                "checkpoint. Use Embed for features"
+            )
+        raise FailedPrecondition(
+            f"model {model.name!r} lists labels but this server version cannot run its head yet"
+        )
+
+    @unary("ModelInfo")
+    async def ModelInfo(
+        self, request: pb.ModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInfoResponse:
+        return pb.ModelInfoResponse(model=protocol.model_info_pb(self.registry, request.model))
+
+    @unary("ListModels")
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[protocol.model_info_pb(self.registry, n) for n in self.registry.models]
+        )

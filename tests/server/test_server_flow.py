@@ -1,0 +1,178 @@
+"""Deadlines, cancellation, a full queue and draining, on in-process servers with the real model.
+
+Each test keeps one batch slot busy with a long request (one sequence per batch), so the request
+under test waits in the queue behind it; what happens to it is read from the batcher and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+from bertserve.server.config import BatchSettings
+from bertserve.server.metrics import DROPPED
+from bertserve.v1 import bertserve_pb2 as pb
+from server_helpers import assemble, start_in_process
+
+LONG = [" ".join(["paris"] * 160) + f" {i}" for i in range(32)]
+
+
+@pytest.fixture
+async def one_per_batch(model_repo):
+    running = await start_in_process(
+        model_repo,
+        batch=BatchSettings(max_batch_size=1, max_queue_delay_ms=0, max_queue_requests=2),
+    )
+    yield running
+    await running.channel.close()
+    await running.server.stop(0)
+
+
+def batcher_of(running):
+    (variant,) = running.server.registry.loaded.values()
+    return variant.batcher
+
+
+async def started(running, call):
+    """Wait until the long call's first sequences were computed (it holds the worker now)."""
+    batcher = batcher_of(running)
+    while batcher.computed_sequences == 0:
+        assert not call.done(), "the long request finished before the test could queue behind it"
+        await asyncio.sleep(0.005)
+
+
+def dropped(running) -> float:
+    label = batcher_of(running).name
+    return sum(DROPPED.labels(label, reason)._value.get() for reason in ("cancelled", "deadline"))
+
+
+async def test_an_expired_request_is_answered_deadline_exceeded_and_never_computed(one_per_batch):
+    long_call = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
+    await started(one_per_batch, long_call)
+    before = dropped(one_per_batch)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["too late", "me too"]), timeout=0.2)
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    response = await long_call
+    assert len(response.lengths) == len(LONG)
+    await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
+    assert batcher_of(one_per_batch).computed_sequences == len(LONG) + 1  # not the expired two
+    assert dropped(one_per_batch) == before + 2
+
+
+async def test_a_cancelled_request_is_dropped_and_never_computed(one_per_batch):
+    long_call = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
+    await started(one_per_batch, long_call)
+    before = dropped(one_per_batch)
+    cancelled = one_per_batch.stub.Embed(pb.EmbedRequest(texts=["never mind"]))
+    while batcher_of(one_per_batch).queue_depth < 2:  # it is queued behind the long one
+        await asyncio.sleep(0.005)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await long_call
+    await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
+    assert batcher_of(one_per_batch).computed_sequences == len(LONG) + 1  # not the cancelled one
+    assert dropped(one_per_batch) == before + 1
+
+
+async def test_a_full_queue_answers_resource_exhausted(one_per_batch):
+    long_call = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
+    await started(one_per_batch, long_call)
+    second = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG[:4]))
+    while batcher_of(one_per_batch).queue_depth < 2:
+        await asyncio.sleep(0.005)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["one too many"]))
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue full" in error.value.details()
+    assert len((await long_call).lengths) == len(LONG)
+    assert len((await second).lengths) == 4
+
+
+async def test_draining_finishes_in_flight_work_and_refuses_new_calls(model_repo):
+    running = await start_in_process(
+        model_repo, batch=BatchSettings(max_batch_size=1, max_queue_delay_ms=0)
+    )
+    long_call = running.stub.Embed(pb.EmbedRequest(texts=LONG, pooling=pb.POOLING_CLS))
+    await started(running, long_call)
+    stopping = asyncio.create_task(running.server.stop(60))
+    while not running.server.servicer.draining:
+        await asyncio.sleep(0.005)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await running.stub.Embed(pb.EmbedRequest(texts=["new"]))
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    response = await long_call
+    assert len(response.lengths) == len(LONG)
+    await stopping
+    await running.channel.close()
+
+
+async def test_health_is_not_serving_until_the_models_are_loaded(model_repo):
+    from bertserve.server.app import BertServer
+    from bertserve.server.config import ServerConfig
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    server = BertServer(ServerConfig(repo=model_repo, port=0))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="bertserve.v1.BertService")
+        assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await server.load()
+        assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
+        await server.stop(0)
+
+
+async def test_two_instances_answer_like_one(model_repo, in_process):
+    running = await start_in_process(model_repo, instances=2, batch=BatchSettings(max_batch_size=2))
+    try:
+        texts = [" ".join(["word"] * n) for n in range(1, 30, 4)]
+        requests = [pb.EmbedRequest(texts=[t], token_embeddings=True) for t in texts]
+        two = await asyncio.gather(*(running.stub.Embed(r) for r in requests))
+        one = await asyncio.gather(*(in_process.stub.Embed(r) for r in requests))
+        for a, b in zip(two, one, strict=True):
+            assert list(a.lengths) == list(b.lengths)
+            np.testing.assert_allclose(
+                assemble([a])["token_embeddings"], assemble([b])["token_embeddings"], atol=1e-4
+            )
+        (variant,) = running.server.registry.loaded.values()
+        assert variant.runtime.instances == 2
+    finally:
+        await running.channel.close()
+        await running.server.stop(0)
+
+
+async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, caplog):
+    from bertserve.server.models import ModelRegistry
+    from bertserve.server.servicer import BertServicer, unary
+    from bertserve.v1 import bertserve_pb2_grpc
+
+    class Broken(BertServicer):
+        """A servicer whose ModelInfo has a bug (what the last-resort handler is for)."""
+
+        @unary("ModelInfo")
+        async def ModelInfo(self, request, context):
+            return {}["missing"]
+
+    from bertserve.server.config import ServerConfig
+
+    server = grpc.aio.server()
+    servicer = Broken(ModelRegistry(ServerConfig(repo=model_repo, port=0)))
+    bertserve_pb2_grpc.add_BertServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = bertserve_pb2_grpc.BertServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.ModelInfo(pb.ModelInfoRequest())
+            assert error.value.code() == grpc.StatusCode.INTERNAL
+            assert "KeyError" in error.value.details()
+            listed = await stub.ListModels(pb.ListModelsRequest())  # the server lives on
+            assert [m.name for m in listed.models] == ["minilm"]
+    finally:
+        await server.stop(0)
+    assert any("ModelInfo failed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -1,0 +1,168 @@
+"""A ``bertserve serve`` subprocess: health, reflection, metrics, SIGTERM draining, CLI errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from bertserve.v1 import bertserve_pb2 as pb
+from bertserve.v1 import bertserve_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_helpers import assemble
+from servers import start_server
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items())
+    )
+
+
+def test_health_is_serving_for_the_server_and_the_service(live_server):
+    with grpc.insecure_channel(live_server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "bertserve.v1.BertService"):
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=10)
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_and_describes_the_service(live_server):
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(live_server.target) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = database.get_services()
+        assert "bertserve.v1.BertService" in services and "grpc.health.v1.Health" in services
+        pool = DescriptorPool(database)
+        service = pool.FindServiceByName("bertserve.v1.BertService")
+        methods = {m.name: m for m in service.methods}
+        assert set(methods) >= {
+            "Embed",
+            "EmbedStream",
+            "Tokenize",
+            "Classify",
+            "ModelInfo",
+            "ListModels",
+        }
+        assert methods["Embed"].input_type.full_name == "bertserve.v1.EmbedRequest"
+        assert methods["EmbedStream"].server_streaming and methods["EmbedStream"].client_streaming
+
+
+def test_a_real_embedding_over_grpc_and_metrics_move(live_server):
+    assert live_server.metrics_url
+    before = scrape(live_server.metrics_url)
+    with grpc.insecure_channel(live_server.target) as channel:
+        stub = bertserve_pb2_grpc.BertServiceStub(channel)
+        response = stub.Embed(
+            pb.EmbedRequest(texts=["I love Paris", "hello world"], normalize=True), timeout=60
+        )
+        with pytest.raises(grpc.RpcError):
+            stub.Embed(pb.EmbedRequest(texts=["x"], layers=[99]), timeout=60)
+    vectors = assemble([response])["sentence_embedding"]
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    after = scrape(live_server.metrics_url)
+    grew = lambda name, **labels: total(after, name, **labels) - total(before, name, **labels)  # noqa: E731
+    assert grew("bertserve_requests_total", method="Embed", code="OK") == 1
+    assert grew("bertserve_requests_total", method="Embed", code="INVALID_ARGUMENT") == 1
+    assert grew("bertserve_batch_size_count") >= 1
+    assert grew("bertserve_batch_size_sum") >= 2
+    assert grew("bertserve_tokens_total", kind="real") == sum(response.lengths)
+    assert grew("bertserve_inference_seconds_count") >= 1
+    assert grew("bertserve_queue_seconds_count") == 1
+    assert grew("bertserve_padding_ratio_count") >= 1
+
+
+def test_sigterm_drains_in_flight_requests(model_repo):
+    server = start_server(model_repo, "--max-batch-size", "1", "--grace-period", "120")
+    texts = [" ".join(["paris"] * 160) + f" {i}" for i in range(32)]
+    result: dict[str, object] = {}
+
+    def call() -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = bertserve_pb2_grpc.BertServiceStub(channel)
+            try:
+                result["response"] = stub.Embed(pb.EmbedRequest(texts=texts), timeout=300)
+            except grpc.RpcError as error:
+                result["error"] = error
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        # in flight: the server has computed some of its sequences but not all
+        while total(scrape(server.metrics_url), "bertserve_batch_size_count") < 1:
+            assert caller.is_alive()
+            time.sleep(0.01)
+        server.process.send_signal(signal.SIGTERM)
+        caller.join(300)
+        assert server.process.wait(120) == 0
+    finally:
+        server.stop()
+    assert "error" not in result, result.get("error")
+    assert len(result["response"].lengths) == len(texts)
+    log = server.output()
+    assert '"message": "draining"' in log and '"message": "stopped"' in log
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bertserve.client.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_serve_with_a_missing_repository_is_a_clear_error(tmp_path):
+    finished = run_cli("--repo", str(tmp_path / "nope"), "--port", "0")
+    assert finished.returncode == 2
+    assert "not a directory" in finished.stderr
+    empty = run_cli("--repo", str(tmp_path), "--port", "0")
+    assert empty.returncode == 2 and "holds no model" in empty.stderr
+
+
+def test_device_cuda_without_a_gpu_is_a_clear_error(model_repo):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has onnxruntime-gpu")
+    finished = run_cli("--repo", str(model_repo), "--port", "0", "--device", "cuda")
+    assert finished.returncode == 2
+    assert "onnxruntime-gpu" in finished.stderr and "--device cpu" in finished.stderr
+
+
+def test_a_busy_port_is_a_clear_error(model_repo):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        finished = run_cli("--repo", str(model_repo), "--port", str(busy.getsockname()[1]))
+    assert finished.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in finished.stderr

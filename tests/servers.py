@@ -1,0 +1,112 @@
+"""Start real ``bertserve serve`` processes on loopback ports for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+STARTUP_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running server: ``target`` ("127.0.0.1:PORT"), ``metrics_url`` (or ""), ``log``."""
+
+    process: subprocess.Popen
+    repo: Path
+    port: int
+    metrics_port: int | None
+    log: Path
+    workdir: Path = field(repr=False)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM (drains), then SIGKILL if it is still there after ``timeout``; the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def wait_serving(target: str, timeout: float = 30) -> None:
+    """Block until the server's overall health is SERVING."""
+    end = time.monotonic() + timeout
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > end:
+                raise TimeoutError(f"{target} not SERVING after {timeout}s")
+            time.sleep(0.1)
+
+
+def start_server(repo: Path, *extra_args: str, metrics: bool = True) -> ServerProcess:
+    """Start ``bertserve serve --repo REPO --port 0`` (plus ``extra_args``) and wait until it
+    serves; a free metrics port unless ``metrics`` is False."""
+    workdir = Path(tempfile.mkdtemp(prefix="bertserve-server-"))
+    port_file = workdir / "port"
+    log = workdir / "server.log"
+    metrics_port = free_port() if metrics else None
+    command = [
+        sys.executable,
+        "-m",
+        "bertserve.client.cli",
+        "serve",
+        *("--repo", str(repo), "--port", "0", "--port-file", str(port_file)),
+        *(("--metrics-port", str(metrics_port)) if metrics_port else ()),
+        *extra_args,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+    end = time.monotonic() + STARTUP_TIMEOUT_S
+    while not (port_file.is_file() and port_file.read_text().strip()):
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text()}")
+        if time.monotonic() > end:
+            process.kill()
+            raise TimeoutError(
+                f"the server did not start in {STARTUP_TIMEOUT_S}s:\n{log.read_text()}"
+            )
+        time.sleep(0.1)
+    server = ServerProcess(
+        process, Path(repo), int(port_file.read_text()), metrics_port, log, workdir
+    )
+    wait_serving(server.target)
+    return server
