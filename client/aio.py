@@ -1,0 +1,356 @@
+"""The asyncio client: the same methods as ``Client``, as coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from bertserve.v1 import bertserve_pb2 as pb
+from bertserve.v1.bertserve_pb2_grpc import BertServiceStub
+
+from . import health as health_codec
+from .channel import (
+    TLS,
+    auth_metadata,
+    channel_options,
+    credentials,
+    default_target,
+    resolve_target,
+)
+from .client import EMBED_DOC
+from .errors import BertserveError
+from .request import UNARY_LIMIT_BYTES, EmbedOptions, Inputs, estimated_answer_bytes
+from .results import EmbedResult, Encoding, ModelInfo, classifications
+from .stream import CALL_ATTEMPTS, RETRY_ATTEMPTS, StreamItem, StreamState
+from .tensors import tensor_to_numpy
+
+
+class AsyncClient:
+    """An asyncio client of one bertserve deployment; arguments as for ``Client``.
+
+    >>> async with AsyncClient("127.0.0.1:50051") as client:
+    ...     result = await client.embed(["I love Paris"])
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        model: str | None = None,
+        variant: str | None = None,
+        timeout: float | None = None,
+        tls: TLS = None,
+        token: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target or default_target()
+        self.model = model or ""
+        self.variant = variant or ""
+        self.timeout = timeout
+        resolved = resolve_target(self.target)
+        creds = credentials(tls)
+        opts = channel_options(resolved, options)
+        self._channel = (
+            grpc.aio.secure_channel(resolved, creds, opts)
+            if creds is not None
+            else grpc.aio.insecure_channel(resolved, opts)
+        )
+        self._stub = BertServiceStub(self._channel)
+        self._health = self._channel.unary_unary(health_codec.HEALTH_CHECK)
+        self._metadata = auth_metadata(token)
+        self._infos: dict[str, ModelInfo] = {}
+        self._ids = itertools.count()
+
+    async def close(self) -> None:
+        """Close the channel (in-flight calls are cancelled)."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
+        timeout = timeout if timeout is not None else self.timeout
+        for attempt in range(CALL_ATTEMPTS):
+            try:
+                return await method(request, timeout=timeout, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                # The channel retries calls a replica never answered; this covers one
+                # that failed after its reply had begun (all methods are idempotent).
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == CALL_ATTEMPTS:
+                    raise BertserveError.from_rpc_error(exc) from None
+            await asyncio.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def _model_info(self, model: str) -> ModelInfo:
+        if model not in self._infos:
+            self._infos[model] = await self.info(model)
+        return self._infos[model]
+
+    async def embed(
+        self,
+        inputs: Inputs,
+        *,
+        pairs: Sequence[str] | None = None,
+        output: str | Iterable[str] | None = None,
+        pooling: str | None = None,
+        layers: int | str | Iterable[int] | None = None,
+        aggregate: str | None = None,
+        normalize: bool = False,
+        dtype: str = "float32",
+        truncate: bool = False,
+        model: str | None = None,
+        variant: str | None = None,
+        timeout: float | None = None,
+    ) -> EmbedResult:
+        """Features of one batch as an ``EmbedResult`` (see ``Client.embed``)."""
+        options = EmbedOptions.parse(
+            output=output,
+            pooling=pooling,
+            layers=layers,
+            aggregate=aggregate,
+            normalize=normalize,
+            dtype=dtype,
+            truncate=truncate,
+            model=model or self.model,
+            variant=variant or self.variant,
+        )
+        info = await self._model_info(options.model) if options.needs_info else None
+        request = options.to_request(inputs, pairs, info, request_id=str(next(self._ids)))
+        num_layers = info.num_layers if info else None
+        if info is not None and estimated_answer_bytes(request, info) > UNARY_LIMIT_BYTES:
+            return await self._embed_streamed(request, num_layers)
+        try:
+            response = await self._call(self._stub.Embed, request, timeout)
+        except BertserveError as exc:
+            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and options.token_level:
+                return await self._embed_streamed(request, num_layers)  # over 4 MB after all
+            raise
+        outputs = {piece.name: tensor_to_numpy(piece.tensor) for piece in response.outputs}
+        return EmbedResult.from_outputs(response, outputs, num_layers)
+
+    embed.__doc__ = (embed.__doc__ or "") + EMBED_DOC
+
+    async def _embed_streamed(
+        self, request: pb.EmbedRequest, num_layers: int | None
+    ) -> EmbedResult:
+        results = [r async for r in self._stream(_aiter([request]), 1, num_layers, "raise")]
+        assert isinstance(results[0], EmbedResult)
+        return results[0]
+
+    async def embed_stream(
+        self,
+        batches: Iterable[Inputs] | AsyncIterable[Inputs],
+        *,
+        window: int = 8,
+        errors: str = "raise",
+        output: str | Iterable[str] | None = None,
+        pooling: str | None = None,
+        layers: int | str | Iterable[int] | None = None,
+        aggregate: str | None = None,
+        normalize: bool = False,
+        dtype: str = "float32",
+        truncate: bool = False,
+        model: str | None = None,
+        variant: str | None = None,
+    ) -> AsyncIterator[StreamItem]:
+        """Embed many batches over one EmbedStream, in order (see ``Client.embed_stream``).
+
+        ``batches`` may be a plain or an async iterable; use ``async for``.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', not {errors!r}")
+        options = EmbedOptions.parse(
+            output=output,
+            pooling=pooling,
+            layers=layers,
+            aggregate=aggregate,
+            normalize=normalize,
+            dtype=dtype,
+            truncate=truncate,
+            model=model or self.model,
+            variant=variant or self.variant,
+        )
+        info = await self._model_info(options.model) if options.needs_info else None
+
+        async def requests() -> AsyncIterator[pb.EmbedRequest]:
+            index = 0
+            async for batch in _aiter(batches):
+                yield options.to_request(batch, None, info, request_id=str(index))
+                index += 1
+
+        async for item in self._stream(
+            requests(), window, info.num_layers if info else None, errors
+        ):
+            yield item
+
+    async def _stream(
+        self,
+        source: AsyncIterator[pb.EmbedRequest],
+        window: int,
+        num_layers: int | None,
+        errors: str,
+    ) -> AsyncIterator[StreamItem]:
+        state = StreamState(window, num_layers)
+        changed = asyncio.Event()  # pending grew or a window slot was freed
+
+        async def feed() -> None:
+            # The only reader of the source: requests wait in state.pending until
+            # answered, and each stream's writer sends those it has not sent.
+            try:
+                while True:
+                    while state.in_window >= state.window:
+                        changed.clear()
+                        await changed.wait()
+                    try:
+                        request = await source.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    state.register(request)
+                    changed.set()
+            except Exception as exc:  # the caller's iterable failed: raised after the answers
+                state.source_error = exc
+            finally:
+                state.exhausted = True
+                changed.set()
+
+        async def write(call: Any) -> None:
+            try:
+                await write_all(call)
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                pass  # the call failed: the reader sees why and decides
+
+        async def write_all(call: Any) -> None:
+            sent: set[str] = set()
+            while True:
+                unsent = [r for i, r in state.pending.items() if i not in sent]
+                if not unsent:
+                    if state.exhausted:
+                        await call.done_writing()
+                        return
+                    changed.clear()
+                    await changed.wait()
+                    continue
+                sent.intersection_update(state.pending)
+                for request in unsent:
+                    sent.add(request.id)
+                    await call.write(request)
+
+        feeder = asyncio.ensure_future(feed())
+        attempts = 0
+        try:
+            while True:
+                state.restart()
+                call = self._stub.EmbedStream(metadata=self._metadata)
+                writer = asyncio.ensure_future(write(call))
+                try:
+                    async for chunk in call:
+                        attempts = 0
+                        state.take_chunk(chunk)
+                        for item in state.pop_ready():
+                            state.release()
+                            changed.set()
+                            if isinstance(item, BertserveError) and errors == "raise":
+                                raise item
+                            yield item
+                except grpc.RpcError as exc:
+                    code = exc.code() if hasattr(exc, "code") else None
+                    retry = (
+                        code == grpc.StatusCode.UNAVAILABLE
+                        and attempts < RETRY_ATTEMPTS
+                        and not state.finished
+                    )
+                    if not retry:
+                        raise BertserveError.from_rpc_error(exc) from None
+                    await asyncio.sleep(0.05 * 2**attempts)
+                    attempts += 1
+                    continue
+                finally:
+                    writer.cancel()
+                    call.cancel()
+                if state.source_error is not None:
+                    raise state.source_error
+                if not state.finished and attempts < RETRY_ATTEMPTS:
+                    attempts += 1  # the server ended the stream early: go on on a new one
+                    continue
+                if state.order:
+                    raise BertserveError(
+                        grpc.StatusCode.INTERNAL,
+                        f"the server ended the stream with {len(state.order)} requests unanswered",
+                    )
+                return
+        finally:
+            feeder.cancel()
+
+    async def tokenize(
+        self,
+        texts: str | Sequence[str],
+        *,
+        pairs: Sequence[str] | None = None,
+        pad_to: int = 0,
+        truncate: bool = False,
+        model: str | None = None,
+    ) -> list[Encoding]:
+        """The server's tokenization of each text: tokens, ids, masks, offsets."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        request = pb.TokenizeRequest(
+            model=model or self.model, texts=texts, pad_to=pad_to, truncate=truncate
+        )
+        if pairs is not None:
+            request.text_pairs.extend([pairs] if isinstance(pairs, str) else pairs)
+        response = await self._call(self._stub.Tokenize, request)
+        return [Encoding.from_pb(e) for e in response.encodings]
+
+    async def classify(
+        self,
+        texts: str | Sequence[str],
+        *,
+        pairs: Sequence[str] | None = None,
+        top_k: int = 0,
+        truncate: bool = False,
+        model: str | None = None,
+        variant: str | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Per text, ``[(label, score), ...]`` best first (``top_k`` = 0: every label)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        request = pb.ClassifyRequest(
+            model=model or self.model,
+            variant=variant or self.variant,
+            texts=texts,
+            top_k=top_k,
+            truncate=truncate,
+        )
+        if pairs is not None:
+            request.text_pairs.extend([pairs] if isinstance(pairs, str) else pairs)
+        return classifications(await self._call(self._stub.Classify, request))
+
+    async def info(self, model: str | None = None) -> ModelInfo:
+        """What the server says about ``model`` (default: the client's, else the server's)."""
+        name = self.model if model is None else model
+        response = await self._call(self._stub.ModelInfo, pb.ModelInfoRequest(model=name))
+        return ModelInfo.from_pb(response.model)
+
+    async def models(self) -> list[ModelInfo]:
+        """Every model the server serves."""
+        response = await self._call(self._stub.ListModels, pb.ListModelsRequest())
+        return [ModelInfo.from_pb(m) for m in response.models]
+
+    async def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """grpc.health.v1 status of ``service`` ("" = the whole server): "SERVING", ..."""
+        data = await self._call(self._health, health_codec.encode_request(service), timeout)
+        return health_codec.decode_response(data)
+
+
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

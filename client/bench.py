@@ -1,0 +1,318 @@
+"""``bertserve bench``: a load generator for a running server (or one it starts from --repo).
+
+For each setting (variant x sequence length x batch size x concurrency) it runs
+closed-loop workers for a duration or a request count and reports throughput
+(requests/s, sequences/s, tokens/s) and latency (median, p90, p99), variants
+side by side, with the CPU model and its vector flags: compare figures only
+within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Common English words that are one WordPiece token each in the uncased BERT vocabulary,
+# so a text of n words is n + 2 tokens with [CLS] and [SEP].
+WORDS = (
+    "the of and to in is was he for it with as his on be at by had are but from or have an "
+    "they which one you were all we her she there would their will when who him been has "
+    "more if no out so said what up its about than into them can only other time new some "
+    "could these two may first then do any like my now over such our man me even most made "
+    "after also did many before must through back years where much your way well down should "
+    "because each just those people how too little state good very make world still own see "
+    "men work long get here between both life being under never day same another know while "
+    "last might us great old year off come since against go came right used take three"
+).split()
+
+
+def cpu_description() -> str:
+    """``lscpu``'s model name and the vector flags that matter for int8 and fp32 speed."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "CPU: lscpu not available"
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in text.splitlines())
+    )
+    flags = fields.get("Flags", "").split()
+    wanted = sorted(f for f in flags if "vnni" in f or f.startswith("avx512") or f == "avx2")
+    cores = fields.get("CPU(s)", "?")
+    return f"CPU: {fields.get('Model name', '?')} ({cores} CPUs); flags: {' '.join(wanted) or '-'}"
+
+
+def make_texts(count: int, words: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(count)]
+
+
+@dataclass
+class Setting:
+    variant: str
+    length: int  # tokens per sequence, [CLS] and [SEP] included
+    batch: int
+    concurrency: int
+
+
+@dataclass
+class Figures:
+    requests: int
+    errors: int
+    seconds: float
+    sequences: int
+    tokens: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    first_error: str = ""
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+async def run_setting(
+    target: str,
+    model: str | None,
+    setting: Setting,
+    *,
+    duration: float | None,
+    count: int | None,
+    warmup: int,
+    output: str,
+) -> Figures:
+    """Closed-loop load: ``concurrency`` workers each sending the next request when answered."""
+    from .aio import AsyncClient
+    from .errors import BertserveError
+
+    words = max(setting.length - 2, 1)
+    pool = make_texts(max(64, setting.batch * 4), words, seed=setting.length)
+    kwargs: dict[str, Any] = {"variant": setting.variant or None, "model": model}
+    if output == "tokens":
+        kwargs["output"] = "tokens"
+    latencies: list[float] = []
+    state = {"sent": 0, "errors": 0, "sequences": 0, "tokens": 0, "first_error": ""}
+    async with AsyncClient(target, timeout=120) as client:
+        for i in range(warmup):
+            await client.embed(pool[i : i + setting.batch], **kwargs)
+        deadline = time.perf_counter() + duration if duration else None
+
+        async def worker(index: int) -> None:
+            rng = random.Random(index)
+            while True:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                if count is not None:
+                    if state["sent"] >= count:
+                        return
+                    state["sent"] += 1
+                start = rng.randrange(len(pool) - setting.batch + 1)
+                begin = time.perf_counter()
+                try:
+                    result = await client.embed(pool[start : start + setting.batch], **kwargs)
+                except BertserveError as exc:
+                    state["errors"] += 1
+                    state["first_error"] = state["first_error"] or str(exc)
+                    continue
+                latencies.append(time.perf_counter() - begin)
+                state["sequences"] += len(result)
+                state["tokens"] += int(result.lengths.sum())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(setting.concurrency)))
+        seconds = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    return Figures(
+        requests=len(latencies),
+        errors=state["errors"],
+        seconds=seconds,
+        sequences=state["sequences"],
+        tokens=state["tokens"],
+        p50_ms=float(np.percentile(ms, 50)),
+        p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
+        first_error=str(state["first_error"]),
+    )
+
+
+def format_table(rows: list[tuple[Setting, Figures]]) -> str:
+    """One line per setting; variants of the same setting adjacent, with the speed-up."""
+    header = (
+        f"{'variant':<10}{'len':>5}{'batch':>6}{'conc':>5}{'req/s':>9}{'seq/s':>9}"
+        f"{'tok/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>7}{'vs first':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    base: dict[tuple[int, int, int], float] = {}
+    for setting, fig in rows:
+        key = (setting.length, setting.batch, setting.concurrency)
+        base.setdefault(key, fig.tokens_per_s)
+        ratio = fig.tokens_per_s / base[key] if base[key] else 0.0
+        lines.append(
+            f"{setting.variant or 'default':<10}{setting.length:>5}{setting.batch:>6}"
+            f"{setting.concurrency:>5}{fig.rps:>9.1f}{fig.sequences / fig.seconds:>9.1f}"
+            f"{fig.tokens_per_s:>10.0f}{fig.p50_ms:>9.1f}{fig.p90_ms:>9.1f}{fig.p99_ms:>9.1f}"
+            f"{fig.errors:>7}{ratio:>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
+@contextmanager
+def started_server(repo: Path, extra: list[str]) -> Iterator[str]:
+    """A ``bertserve serve`` subprocess on a free loopback port; yields its target."""
+    from .client import Client
+
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = Path(tmp) / "port"
+        log = open(Path(tmp) / "server.log", "w+")  # noqa: SIM115
+        command = [sys.executable, "-m", "bertserve.client.cli", "serve", "--repo", str(repo)]
+        command += ["--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file), *extra]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"the server exited:\n{log.read()[-4000:]}")
+                if port_file.is_file() and port_file.read_text().strip():
+                    target = f"127.0.0.1:{port_file.read_text().strip()}"
+                    try:
+                        with Client(target, timeout=5) as client:
+                            if client.health() == "SERVING":
+                                break
+                    except Exception:  # not up yet
+                        pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the server did not become healthy in 300 s")
+                time.sleep(0.5)
+            yield target
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="load-test a server: throughput and latency per setting",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = bench.add_mutually_exclusive_group()
+    where.add_argument(
+        "--target", default=None, help="a running server (default $BERTSERVE_TARGET)"
+    )
+    where.add_argument("--repo", type=Path, help="start a server on this model repository")
+    bench.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
+    bench.add_argument("--model", default=None)
+    bench.add_argument("--variants", default="", help="e.g. fp32,fp32-opt,int8 (default: server's)")
+    bench.add_argument("--concurrency", type=_ints, default=[1, 8], help="e.g. 1,8,32")
+    bench.add_argument("--batch-sizes", type=_ints, default=[1], help="texts per request")
+    bench.add_argument("--lengths", type=_ints, default=[16, 128], help="tokens per text")
+    stop = bench.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=float, default=None, help="seconds per setting (10)")
+    stop.add_argument("--requests", type=int, default=None, help="requests per setting")
+    bench.add_argument("--warmup", type=int, default=3, help="requests before measuring")
+    bench.add_argument("--output", choices=("sentence", "tokens"), default="sentence")
+    bench.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    bench.set_defaults(run=run_bench, extra="")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .channel import default_target
+
+    duration = args.duration if args.duration or args.requests else 10.0
+    if (duration is not None and duration <= 0) or (
+        args.requests is not None and args.requests < 1
+    ):
+        print("bertserve bench: --duration and --requests must be positive", file=sys.stderr)
+        return 2
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [""]
+    settings = [
+        Setting(variant, length, batch, concurrency)
+        for length in args.lengths
+        for batch in args.batch_sizes
+        for concurrency in args.concurrency
+        for variant in variants
+    ]
+    cpu = cpu_description()
+    print(cpu)
+
+    def measure(target: str) -> list[tuple[Setting, Figures]]:
+        print(
+            f"target {target}; {len(settings)} settings, "
+            + (f"{duration:g} s each" if duration else f"{args.requests} requests each"),
+            flush=True,
+        )
+        rows = []
+        for setting in settings:
+            figures = asyncio.run(
+                run_setting(
+                    target,
+                    args.model,
+                    setting,
+                    duration=duration if not args.requests else None,
+                    count=args.requests,
+                    warmup=args.warmup,
+                    output=args.output,
+                )
+            )
+            if figures.first_error:
+                print(f"  {setting}: {figures.errors} errors, first: {figures.first_error}")
+            rows.append((setting, figures))
+        return rows
+
+    if args.repo:
+        with started_server(args.repo, args.server_arg) as target:
+            rows = measure(target)
+    else:
+        rows = measure(args.target or default_target())
+    print(format_table(rows))
+    print(cpu)
+    print(
+        f"client and server share this machine ({os.cpu_count()} CPUs): compare figures "
+        "within one run only"
+    )
+    if args.json:
+        report = {
+            "cpu": cpu,
+            "results": [
+                {**asdict(s), **asdict(f), "rps": f.rps, "tokens_per_s": f.tokens_per_s}
+                for s, f in rows
+            ],
+        }
+        args.json.write_text(json.dumps(report, indent=2))
+    return 1 if any(f.requests == 0 for _, f in rows) else 0

@@ -1,0 +1,323 @@
+"""The client's sub-commands: embed, tokenize, info, models, health, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMATS = ("json", "npy", "npz")
+
+
+def _connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="host:port, host1:port,host2:port or dns:///name:port "
+        "(default: $BERTSERVE_TARGET or 127.0.0.1:50051)",
+    )
+    parser.add_argument("--model", default=None, help="model name (default: the server's)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
+    parser.add_argument("--tls", default=None, metavar="ROOTS.pem|system", help="use TLS")
+    parser.add_argument(
+        "--token", default=os.environ.get("BERTSERVE_TOKEN"), help="bearer token ($BERTSERVE_TOKEN)"
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the client's sub-commands to the ``bertserve`` command."""
+    embed = subparsers.add_parser(
+        "embed",
+        help="features of texts (or of a whole file with --input)",
+        description="Embed texts given on the command line, or a .txt/.jsonl file with "
+        "--input (bulk: streamed, resumable, written atomically to .npy or .parquet).",
+    )
+    embed.add_argument("texts", nargs="*", help="texts to embed")
+    # So that `--layers -1,-2` reads as a value, not as an unknown option.
+    embed._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$")
+    _connection(embed)
+    embed.add_argument("--variant", default=None, help="fp32, fp32-opt, int8, fp16")
+    embed.add_argument("--pooling", choices=("cls", "pooler", "mean", "max", "none"))
+    embed.add_argument("--layers", default=None, help="hidden states: all, or indices like -1,-2")
+    embed.add_argument("--tokens", action="store_true", help="also return token embeddings")
+    embed.add_argument(
+        "--aggregate", choices=("last", "concat_last_4", "sum_last_4", "mean_all"), default=None
+    )
+    embed.add_argument("--normalize", action="store_true", help="L2-normalise sentence vectors")
+    embed.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    embed.add_argument("--truncate", action="store_true", help="cut texts over the model's limit")
+    embed.add_argument("--format", choices=FORMATS, default="json", help="for texts (default json)")
+    embed.add_argument("--input", type=Path, help="bulk: a .txt (one text a line) or .jsonl file")
+    embed.add_argument("--field", default="text", help="bulk: the text field of .jsonl objects")
+    embed.add_argument("--output", "-o", type=Path, help="file to write (bulk: .npy or .parquet)")
+    embed.add_argument("--batch-size", type=int, default=32, help="bulk: texts per request")
+    embed.add_argument("--window", type=int, default=8, help="bulk: requests in flight")
+    embed.add_argument("--no-progress", action="store_true", help="bulk: no progress bar")
+    embed.set_defaults(run=run_embed, extra="")
+
+    tokenize = subparsers.add_parser("tokenize", help="the server's tokenization of texts")
+    tokenize.add_argument("texts", nargs="+")
+    _connection(tokenize)
+    tokenize.add_argument("--pair", action="append", help="second segment (one per text)")
+    tokenize.add_argument("--pad-to", type=int, default=0, help="pad every sequence to N tokens")
+    tokenize.add_argument("--truncate", action="store_true")
+    tokenize.add_argument("--format", choices=("text", "json"), default="text")
+    tokenize.set_defaults(run=run_tokenize, extra="")
+
+    info = subparsers.add_parser("info", help="what the server says about a model")
+    _connection(info)
+    info.add_argument("--format", choices=("text", "json"), default="text")
+    info.set_defaults(run=run_info, extra="")
+
+    models = subparsers.add_parser("models", help="the models a server serves")
+    _connection(models)
+    models.add_argument("--format", choices=("text", "json"), default="text")
+    models.set_defaults(run=run_models, extra="")
+
+    health = subparsers.add_parser("health", help="grpc.health.v1 status (exit 0 when SERVING)")
+    _connection(health)
+    health.add_argument("--service", default="", help="a service name ('' = the whole server)")
+    health.set_defaults(run=run_health, extra="")
+
+    from .bench import register as register_bench
+
+    register_bench(subparsers)
+
+
+def make_client(args: argparse.Namespace) -> Any:
+    from .client import Client
+
+    tls: Any = None
+    if args.tls:
+        tls = True if args.tls == "system" else Path(args.tls)
+    return Client(args.target, model=args.model, timeout=args.timeout, tls=tls, token=args.token)
+
+
+def _fail(message: str) -> int:
+    print(f"bertserve: {message}", file=sys.stderr)
+    return 2
+
+
+def _guarded(func: Any, args: argparse.Namespace) -> int:
+    from .errors import BertserveError
+
+    try:
+        return func(args)
+    except BertserveError as exc:
+        return _fail(str(exc))
+    except (ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    except ModuleNotFoundError as exc:
+        if exc.name in ("pyarrow", "tokenizers"):  # optional: the message has the pip hint
+            return _fail(str(exc))
+        raise
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    return _guarded(_embed, args)
+
+
+def _embed_options(args: argparse.Namespace) -> dict[str, Any]:
+    output: list[str] = []
+    if args.tokens:
+        output.append("tokens")
+    if args.pooling not in (None, "none") or not (args.tokens or args.layers):
+        output.append("sentence")
+    return {
+        "output": output or None,
+        "pooling": args.pooling,
+        "layers": args.layers,
+        "aggregate": args.aggregate,
+        "normalize": args.normalize,
+        "dtype": args.dtype,
+        "truncate": args.truncate,
+        "variant": args.variant,
+    }
+
+
+def _embed(args: argparse.Namespace) -> int:
+    options = _embed_options(args)
+    if args.input is not None:
+        return _embed_file(args, options)
+    if not args.texts:
+        return _fail("embed: give texts, or a file with --input")
+    with make_client(args) as client:
+        result = client.embed(args.texts, **options)
+    if args.format == "json":
+        text = json.dumps(result_to_json(result))
+        if args.output:
+            args.output.write_text(text + "\n")
+        else:
+            print(text)
+        return 0
+    arrays = result_arrays(result)
+    if args.format == "npy":
+        if len(arrays) != 2:  # lengths and one output
+            return _fail("--format npy holds one array: ask for one output, or use npz/json")
+        (name,) = (k for k in arrays if k != "lengths")
+        array = arrays[name]
+    target = args.output or sys.stdout.buffer
+    if args.format == "npy":
+        np.save(target, array)
+    else:
+        np.savez(target, **arrays)
+    return 0
+
+
+def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    from .bulk import OUTPUT_SUFFIXES, embed_file
+
+    if args.texts:
+        return _fail("embed: give texts or --input, not both")
+    if args.output is None or args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        return _fail("embed --input needs --output FILE.npy or FILE.parquet")
+    if args.tokens or args.layers:
+        return _fail("bulk embedding writes sentence vectors: drop --tokens/--layers")
+    with make_client(args) as client:
+        try:
+            rows = embed_file(
+                client,
+                args.input,
+                args.output,
+                field=args.field,
+                batch_size=args.batch_size,
+                window=args.window,
+                progress=not args.no_progress,
+                **options,
+            )
+        except KeyboardInterrupt:
+            print("\ninterrupted: run the same command again to continue", file=sys.stderr)
+            return 130
+    print(f"wrote {rows} vectors to {args.output}", file=sys.stderr)
+    return 0
+
+
+def result_to_json(result: Any) -> dict[str, Any]:
+    """An EmbedResult as JSON-ready lists (hidden states keyed by layer index)."""
+    data: dict[str, Any] = {
+        "model": result.model,
+        "variant": result.variant,
+        "lengths": result.lengths.tolist(),
+        "truncated": result.truncated.tolist(),
+    }
+    if result.sentence_embedding is not None:
+        data["sentence_embedding"] = result.sentence_embedding.astype(np.float32).tolist()
+    if result.token_embeddings is not None:
+        data["token_embeddings"] = [t.astype(np.float32).tolist() for t in result.token_embeddings]
+    if result.hidden_states:
+        data["hidden_states"] = {
+            str(layer): [t.astype(np.float32).tolist() for t in seqs]
+            for layer, seqs in result.hidden_states.items()
+        }
+    return data
+
+
+def result_arrays(result: Any) -> dict[str, np.ndarray]:
+    """The packed outputs plus ``lengths``: what npy/npz files hold."""
+    arrays = {name: np.asarray(array) for name, array in result.outputs.items()}
+    if result.hidden_states:  # absolute layer names, whatever the server called them
+        arrays = {k: v for k, v in arrays.items() if not k.startswith("hidden_states.")}
+        for layer, seqs in result.hidden_states.items():
+            arrays[f"hidden_states.{layer}"] = np.concatenate(seqs) if seqs else np.zeros((0,))
+    arrays["lengths"] = result.lengths
+    return arrays
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    return _guarded(_tokenize, args)
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        encodings = client.tokenize(
+            args.texts, pairs=args.pair, pad_to=args.pad_to, truncate=args.truncate
+        )
+    if args.format == "json":
+        print(json.dumps([e.__dict__ for e in encodings]))
+        return 0
+    for index, (text, e) in enumerate(zip(args.texts, encodings, strict=True)):
+        if index:
+            print()
+        rows = [
+            ("sentence", json.dumps(text, ensure_ascii=False)),
+            ("tokens", " ".join(e.tokens)),
+            ("attention_mask", " ".join(map(str, e.attention_mask))),
+            ("token_ids", " ".join(map(str, e.input_ids))),
+            ("token_type_ids", " ".join(map(str, e.token_type_ids))),
+        ]
+        if e.truncated:
+            rows.append(("truncated", f"{e.truncated} tokens dropped"))
+        for label, value in rows:
+            print(f"{label:<16}{value}")
+    return 0
+
+
+def _model_text(m: Any) -> str:
+    variants = ", ".join(
+        v.name
+        + (
+            f" (loaded{', ' + v.execution_provider if v.execution_provider else ''})"
+            if v.loaded
+            else ""
+        )
+        for v in m.variants
+    )
+    lines = [
+        f"{m.name}{' (default)' if m.is_default else ''}: {m.architecture}, "
+        f"{m.num_layers} layers, hidden {m.hidden_size}, {m.num_heads} heads, "
+        f"intermediate {m.intermediate_size}",
+        f"  max_length {m.max_length}, vocab {m.vocab_size}, "
+        f"{'uncased' if m.lowercase else 'cased'}, default pooling {m.default_pooling}",
+        f"  variants: {variants} (default {m.default_variant})",
+        f"  source: {m.source}",
+    ]
+    if m.random_weights:
+        lines.append("  RANDOM WEIGHTS: numbers for speed tests, no meaning")
+    if m.labels:
+        lines.append(f"  labels: {', '.join(m.labels)}")
+    return "\n".join(lines)
+
+
+def _model_json(m: Any) -> dict[str, Any]:
+    data = dict(m.__dict__)
+    data["variants"] = [v.__dict__ for v in m.variants]
+    return data
+
+
+def run_info(args: argparse.Namespace) -> int:
+    def info(args: argparse.Namespace) -> int:
+        with make_client(args) as client:
+            m = client.info(args.model)
+        print(json.dumps(_model_json(m)) if args.format == "json" else _model_text(m))
+        return 0
+
+    return _guarded(info, args)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    def models(args: argparse.Namespace) -> int:
+        with make_client(args) as client:
+            found = client.models()
+        if args.format == "json":
+            print(json.dumps([_model_json(m) for m in found]))
+        else:
+            print("\n".join(_model_text(m) for m in found))
+        return 0
+
+    return _guarded(models, args)
+
+
+def run_health(args: argparse.Namespace) -> int:
+    def health(args: argparse.Namespace) -> int:
+        with make_client(args) as client:
+            status = client.health(args.service, timeout=args.timeout)
+        print(status)
+        return 0 if status == "SERVING" else 1
+
+    return _guarded(health, args)

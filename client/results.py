@@ -1,0 +1,200 @@
+"""What the client hands back: plain dataclasses holding numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from bertserve.v1 import bertserve_pb2 as pb
+
+POOLING_NAMES = {
+    pb.POOLING_UNSPECIFIED: "",
+    pb.POOLING_NONE: "none",
+    pb.POOLING_CLS: "cls",
+    pb.POOLING_POOLER: "pooler",
+    pb.POOLING_MEAN: "mean",
+    pb.POOLING_MAX: "max",
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where the server spent the time of one request (nanoseconds) and how many tokens it ran."""
+
+    tokenization_ns: int = 0
+    queue_ns: int = 0
+    inference_ns: int = 0
+    total_ns: int = 0
+    tokens: int = 0  # real tokens of the request
+    computed_tokens: int = 0  # tokens the model computed for it, padding included
+
+    @classmethod
+    def from_pb(cls, timing: pb.Timing) -> Timing:
+        return cls(
+            tokenization_ns=timing.tokenization_ns,
+            queue_ns=timing.queue_ns,
+            inference_ns=timing.inference_ns,
+            total_ns=timing.total_ns,
+            tokens=timing.tokens,
+            computed_tokens=timing.computed_tokens,
+        )
+
+
+def split_rows(packed: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    """Cut a packed ``(sum(lengths), ...)`` array into one view per sequence."""
+    if packed.shape[0] != int(lengths.sum()):
+        raise ValueError(
+            f"packed output has {packed.shape[0]} rows but the lengths add up to {lengths.sum()}"
+        )
+    return np.split(packed, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+@dataclass
+class EmbedResult:
+    """The features of one batch, in the order of its inputs.
+
+    - ``sentence_embedding``: ``(batch, hidden)`` array, or None when not asked for
+      (``hidden * 4`` with ``aggregate="concat_last_4"``).
+    - ``token_embeddings``: one ``(length_i, hidden)`` array per sequence (real tokens
+      only, ``[CLS]`` first), or None.
+    - ``hidden_states``: ``{layer: [ (length_i, hidden) per sequence ]}`` keyed by the
+      absolute layer index (0 = embedding output, ``num_layers`` = last layer).
+    - ``lengths``/``truncated``: ``(batch,)`` int arrays of real and dropped tokens.
+    - ``outputs``: every output as the server sent it, packed: ``{name: array}``.
+
+    Arrays are float32 (also for ``dtype="bfloat16"``, decoded exactly) or float16
+    with ``dtype="float16"``; they are read-only views on the received bytes.
+    """
+
+    model: str
+    variant: str
+    lengths: np.ndarray
+    truncated: np.ndarray
+    outputs: dict[str, np.ndarray]
+    timing: Timing
+    id: str = ""
+    sentence_embedding: np.ndarray | None = None
+    token_embeddings: list[np.ndarray] | None = None
+    hidden_states: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def from_outputs(
+        cls, first: pb.EmbedResponse, outputs: dict[str, np.ndarray], num_layers: int | None = None
+    ) -> EmbedResult:
+        """Build the result from an answer's first chunk and its assembled outputs.
+
+        ``num_layers`` turns negative layer names (``hidden_states.-1``) into absolute ones.
+        """
+        lengths = np.asarray(first.lengths, dtype=np.int64)
+        truncated = np.asarray(first.truncated, dtype=np.int64)
+        if truncated.size == 0:
+            truncated = np.zeros_like(lengths)
+        result = cls(
+            model=first.model,
+            variant=first.variant,
+            lengths=lengths,
+            truncated=truncated,
+            outputs=outputs,
+            timing=Timing.from_pb(first.timing),
+            id=first.id,
+        )
+        for name, array in outputs.items():
+            if name == "sentence_embedding":
+                result.sentence_embedding = array
+            elif name == "token_embeddings":
+                result.token_embeddings = split_rows(array, lengths)
+            elif name.startswith("hidden_states."):
+                layer = int(name.split(".", 1)[1])
+                if layer < 0 and num_layers is not None:
+                    layer += num_layers + 1
+                result.hidden_states[layer] = split_rows(array, lengths)
+        result.hidden_states = dict(sorted(result.hidden_states.items()))
+        return result
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One tokenized sequence: parallel lists of tokens, ids, masks and character offsets."""
+
+    tokens: list[str]
+    input_ids: list[int]
+    attention_mask: list[int]
+    token_type_ids: list[int]
+    offsets: list[tuple[int, int]]
+    special_tokens_mask: list[bool]
+    truncated: int = 0
+
+    @classmethod
+    def from_pb(cls, encoding: pb.Encoding) -> Encoding:
+        return cls(
+            tokens=list(encoding.tokens),
+            input_ids=list(encoding.input_ids),
+            attention_mask=list(encoding.attention_mask),
+            token_type_ids=list(encoding.token_type_ids),
+            offsets=[(o.start, o.end) for o in encoding.offsets],
+            special_tokens_mask=list(encoding.special_tokens_mask),
+            truncated=encoding.truncated,
+        )
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    precision: str
+    execution_provider: str
+    loaded: bool
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a server says about one model (``default_pooling`` is "cls", "mean", ...)."""
+
+    name: str
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    intermediate_size: int
+    max_length: int
+    vocab_size: int
+    lowercase: bool
+    random_weights: bool
+    source: str
+    default_pooling: str
+    default_variant: str
+    variants: list[VariantInfo]
+    labels: list[str]
+    is_default: bool
+
+    @classmethod
+    def from_pb(cls, info: pb.ModelInfo) -> ModelInfo:
+        return cls(
+            name=info.name,
+            architecture=info.architecture,
+            num_layers=info.num_layers,
+            hidden_size=info.hidden_size,
+            num_heads=info.num_heads,
+            intermediate_size=info.intermediate_size,
+            max_length=info.max_length,
+            vocab_size=info.vocab_size,
+            lowercase=info.lowercase,
+            random_weights=info.random_weights,
+            source=info.source,
+            default_pooling=POOLING_NAMES.get(info.default_pooling, ""),
+            default_variant=info.default_variant,
+            variants=[
+                VariantInfo(v.name, v.precision, v.execution_provider, v.loaded, v.size_bytes)
+                for v in info.variants
+            ],
+            labels=list(info.labels),
+            is_default=info.is_default,
+        )
+
+
+def classifications(response: pb.ClassifyResponse) -> list[list[tuple[str, float]]]:
+    """Per input, ``[(label, score), ...]`` best first."""
+    return [[(s.label, s.score) for s in result.labels] for result in response.results]

@@ -1,0 +1,116 @@
+"""The client's recovery logic against a real gRPC server that fails on purpose.
+
+A stand-in servicer (real gRPC on loopback, numbers made from the request id) lets
+each failure happen at an exact point, which a model server cannot promise.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+from bertserve.client import BertserveError, Client
+from bertserve.client.tensors import numpy_to_tensor
+from bertserve.v1 import bertserve_pb2 as pb
+from bertserve.v1 import bertserve_pb2_grpc as pb_grpc
+
+
+def answer(request: pb.EmbedRequest) -> pb.EmbedResponse:
+    vectors = np.array([[float(request.id), float(len(request.texts))]], dtype=np.float32)
+    return pb.EmbedResponse(
+        id=request.id,
+        lengths=[3] * len(request.texts),
+        outputs=[
+            pb.TensorPiece(name="sentence_embedding", total_rows=1, tensor=numpy_to_tensor(vectors))
+        ],
+        last=True,
+    )
+
+
+class Flaky(pb_grpc.BertServiceServicer):
+    """The first stream answers two requests, reads three more, then fails UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.streams: list[list[str]] = []
+        self.unary_calls = 0
+        self.lock = threading.Lock()
+
+    def EmbedStream(self, requests, context):
+        with self.lock:
+            self.streams.append(received := [])
+            first = len(self.streams) == 1
+        for request in requests:
+            received.append(request.id)
+            if first and len(received) == 5:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
+            if first and len(received) > 2:
+                continue  # read, never answered
+            yield answer(request)
+
+    def Embed(self, request, context):
+        with self.lock:
+            self.unary_calls += 1
+            calls = self.unary_calls
+        if calls == 1:
+            context.send_initial_metadata(())  # committed: the channel will not retry it
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        if request.texts and request.texts[0] == "bad":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad text")
+        return answer(request)
+
+
+@pytest.fixture
+def flaky():
+    servicer = Flaky()
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    pb_grpc.add_BertServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_stream_sends_unanswered_requests_again(flaky):
+    servicer, target = flaky
+    with Client(target) as client:
+        results = list(client.embed_stream(([f"t{i}"] for i in range(20)), window=4))
+    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(20))
+    first, second = servicer.streams
+    assert first == ["0", "1", "2", "3", "4"]
+    assert second[:3] == ["2", "3", "4"]  # resent first, in order
+    assert sorted(second, key=int) == [str(i) for i in range(2, 20)]
+
+
+def test_unary_call_failing_after_its_reply_began_is_retried(flaky):
+    servicer, target = flaky
+    with Client(target) as client:
+        result = client.embed(["one", "two"])
+        assert result.sentence_embedding.tolist() == [[float(result.id), 2.0]]
+        with pytest.raises(BertserveError) as error:
+            client.embed(["bad"])
+    assert servicer.unary_calls == 3  # failed, retried, then the bad one: not retried
+    assert (
+        error.value.code is grpc.StatusCode.INVALID_ARGUMENT and error.value.details == "bad text"
+    )
+
+
+def test_async_stream_sends_unanswered_requests_again(flaky):
+    import asyncio
+
+    from bertserve.client import AsyncClient
+
+    servicer, target = flaky
+
+    async def run():
+        async with AsyncClient(target) as client:
+            batches = ([f"t{i}"] for i in range(20))
+            return [r async for r in client.embed_stream(batches, window=4)]
+
+    results = asyncio.run(run())
+    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(20))
+    first, second = servicer.streams
+    assert first == ["0", "1", "2", "3", "4"]
+    assert sorted(second, key=int) == [str(i) for i in range(2, 20)]
