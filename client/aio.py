@@ -23,7 +23,14 @@ from .channel import (
 )
 from .client import EMBED_DOC
 from .errors import BertserveError
-from .request import UNARY_LIMIT_BYTES, EmbedOptions, Inputs, estimated_answer_bytes
+from .request import (
+    UNARY_LIMIT_BYTES,
+    EmbedOptions,
+    Inputs,
+    classify_request,
+    estimated_answer_bytes,
+    tokenize_request,
+)
 from .results import EmbedResult, Encoding, ModelInfo, classifications
 from .stream import CALL_ATTEMPTS, RETRY_ATTEMPTS, StreamItem, StreamState
 from .tensors import tensor_to_numpy
@@ -298,12 +305,9 @@ class AsyncClient:
         model: str | None = None,
     ) -> list[Encoding]:
         """The server's tokenization of each text: tokens, ids, masks, offsets."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        request = pb.TokenizeRequest(
-            model=model or self.model, texts=texts, pad_to=pad_to, truncate=truncate
+        request = tokenize_request(
+            texts, pairs, model=model or self.model, pad_to=pad_to, truncate=truncate
         )
-        if pairs is not None:
-            request.text_pairs.extend([pairs] if isinstance(pairs, str) else pairs)
         response = await self._call(self._stub.Tokenize, request)
         return [Encoding.from_pb(e) for e in response.encodings]
 
@@ -318,16 +322,14 @@ class AsyncClient:
         variant: str | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Per text, ``[(label, score), ...]`` best first (``top_k`` = 0: every label)."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        request = pb.ClassifyRequest(
+        request = classify_request(
+            texts,
+            pairs,
             model=model or self.model,
             variant=variant or self.variant,
-            texts=texts,
             top_k=top_k,
             truncate=truncate,
         )
-        if pairs is not None:
-            request.text_pairs.extend([pairs] if isinstance(pairs, str) else pairs)
         return classifications(await self._call(self._stub.Classify, request))
 
     async def info(self, model: str | None = None) -> ModelInfo:

@@ -21,7 +21,14 @@ from .channel import (
     resolve_target,
 )
 from .errors import BertserveError
-from .request import UNARY_LIMIT_BYTES, EmbedOptions, Inputs, estimated_answer_bytes
+from .request import (
+    UNARY_LIMIT_BYTES,
+    EmbedOptions,
+    Inputs,
+    classify_request,
+    estimated_answer_bytes,
+    tokenize_request,
+)
 from .results import EmbedResult, Encoding, ModelInfo, classifications
 from .stream import CALL_ATTEMPTS, StreamItem, SyncEmbedStream
 from .tensors import tensor_to_numpy
@@ -238,12 +245,9 @@ class Client:
         model: str | None = None,
     ) -> list[Encoding]:
         """The server's tokenization of each text: tokens, ids, masks, offsets."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        request = pb.TokenizeRequest(
-            model=model or self.model, texts=texts, pad_to=pad_to, truncate=truncate
+        request = tokenize_request(
+            texts, pairs, model=model or self.model, pad_to=pad_to, truncate=truncate
         )
-        if pairs is not None:
-            request.text_pairs.extend([pairs] if isinstance(pairs, str) else pairs)
         response = self._call(self._stub.Tokenize, request)
         return [Encoding.from_pb(e) for e in response.encodings]
 
@@ -258,16 +262,14 @@ class Client:
         variant: str | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Per text, ``[(label, score), ...]`` best first (``top_k`` = 0: every label)."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        request = pb.ClassifyRequest(
+        request = classify_request(
+            texts,
+            pairs,
             model=model or self.model,
             variant=variant or self.variant,
-            texts=texts,
             top_k=top_k,
             truncate=truncate,
         )
-        if pairs is not None:
-            request.text_pairs.extend([pairs] if isinstance(pairs, str) else pairs)
         return classifications(self._call(self._stub.Classify, request))
 
     def info(self, model: str | None = None) -> ModelInfo:

@@ -1,4 +1,4 @@
-"""Turning the keyword arguments of ``embed`` into an EmbedRequest (shared by both clients)."""
+"""Turning the clients' keyword arguments into requests (shared by Client and AsyncClient)."""
 
 from __future__ import annotations
 
@@ -245,3 +245,40 @@ def estimated_answer_bytes(request: pb.EmbedRequest, info: ModelInfo) -> int:
     )
     itemsize = 4 if request.dtype in (pb.DTYPE_FLOAT32, pb.DTYPE_UNSPECIFIED) else 2
     return tokens * rows_per_token * itemsize
+
+
+def _texts(texts: str | Sequence[str]) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def tokenize_request(
+    texts: str | Sequence[str],
+    pairs: str | Sequence[str] | None,
+    *,
+    model: str,
+    pad_to: int,
+    truncate: bool,
+) -> pb.TokenizeRequest:
+    """A TokenizeRequest for one text or many (``pairs``: their second segments)."""
+    request = pb.TokenizeRequest(model=model, texts=_texts(texts), pad_to=pad_to, truncate=truncate)
+    if pairs is not None:
+        request.text_pairs.extend(_texts(pairs))
+    return request
+
+
+def classify_request(
+    texts: str | Sequence[str],
+    pairs: str | Sequence[str] | None,
+    *,
+    model: str,
+    variant: str,
+    top_k: int,
+    truncate: bool,
+) -> pb.ClassifyRequest:
+    """A ClassifyRequest for one text or many (``pairs``: their second segments)."""
+    request = pb.ClassifyRequest(
+        model=model, variant=variant, texts=_texts(texts), top_k=top_k, truncate=truncate
+    )
+    if pairs is not None:
+        request.text_pairs.extend(_texts(pairs))
+    return request
