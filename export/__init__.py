@@ -204,7 +204,8 @@ def export_model(
             "lowercase": lowercase,
             "random_weights": source.random_config is not None,
             "source": source.label,
-            "default_pooling": _default_pooling(source.folder),
+            # a random model borrows MiniLM's folder for its vocabulary, not its pooling
+            "default_pooling": "cls" if source.random_config else _default_pooling(source.folder),
             "pooler_trained": pooler_trained,
             "opset": convert.OPSET,
             "inputs": list(convert.INPUTS),

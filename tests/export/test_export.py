@@ -139,6 +139,7 @@ def test_random_config_export_is_marked_random(tiny_repo: Path) -> None:
         manifest = json.loads((tiny_repo / "bert-tiny" / variant / "manifest.json").read_text())
         assert manifest["random_weights"] is True
         assert manifest["source"] == "random:bert-tiny"
+        assert manifest["default_pooling"] == "cls"  # not the vocabulary donor's (MiniLM: mean)
         assert (manifest["num_layers"], manifest["hidden_size"], manifest["num_heads"]) == (
             2,
             128,
