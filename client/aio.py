@@ -16,10 +16,8 @@ from . import health as health_codec
 from .channel import (
     TLS,
     auth_metadata,
-    channel_options,
-    credentials,
     default_target,
-    resolve_target,
+    open_channel,
 )
 from .client import EMBED_DOC
 from .errors import BertserveError
@@ -58,14 +56,7 @@ class AsyncClient:
         self.model = model or ""
         self.variant = variant or ""
         self.timeout = timeout
-        resolved = resolve_target(self.target)
-        creds = credentials(tls)
-        opts = channel_options(resolved, options)
-        self._channel = (
-            grpc.aio.secure_channel(resolved, creds, opts)
-            if creds is not None
-            else grpc.aio.insecure_channel(resolved, opts)
-        )
+        self._channel = open_channel(grpc.aio, self.target, tls, options)
         self._stub = BertServiceStub(self._channel)
         self._health = self._channel.unary_unary(health_codec.HEALTH_CHECK)
         self._metadata = auth_metadata(token)

@@ -8,6 +8,7 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -116,6 +117,19 @@ def channel_options(target: str, extra: Sequence[tuple[str, object]] = ()) -> li
     chosen = dict(options)
     chosen.update(extra)
     return list(chosen.items())
+
+
+def open_channel(
+    api: Any, target: str, tls: TLS, options: Sequence[tuple[str, object]] = ()
+) -> Any:
+    """A channel to ``target`` from ``api`` (``grpc`` or ``grpc.aio``): resolved, balanced
+    round-robin, retrying UNAVAILABLE, secure when ``tls`` says so."""
+    resolved = resolve_target(target)
+    creds = credentials(tls)
+    opts = channel_options(resolved, options)
+    if creds is None:
+        return api.insecure_channel(resolved, opts)
+    return api.secure_channel(resolved, creds, opts)
 
 
 def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

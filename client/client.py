@@ -15,10 +15,8 @@ from . import health as health_codec
 from .channel import (
     TLS,
     auth_metadata,
-    channel_options,
-    credentials,
     default_target,
-    resolve_target,
+    open_channel,
 )
 from .errors import BertserveError
 from .request import (
@@ -79,14 +77,7 @@ class Client:
         self.model = model or ""
         self.variant = variant or ""
         self.timeout = timeout
-        resolved = resolve_target(self.target)
-        creds = credentials(tls)
-        opts = channel_options(resolved, options)
-        self._channel = (
-            grpc.secure_channel(resolved, creds, opts)
-            if creds is not None
-            else grpc.insecure_channel(resolved, opts)
-        )
+        self._channel = open_channel(grpc, self.target, tls, options)
         self._stub = BertServiceStub(self._channel)
         self._health = self._channel.unary_unary(health_codec.HEALTH_CHECK)
         self._metadata = auth_metadata(token)
