@@ -14,7 +14,12 @@ from bertserve.server.config import ServerConfig
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound
 from bertserve.server.features import FeatureSpec, pack, sequence_features
 from bertserve.server.metrics import ModelMetrics
-from bertserve.server.repository import ModelPackage, VariantPackage, scan_repository
+from bertserve.server.repository import (
+    ModelPackage,
+    VariantPackage,
+    scan_repository,
+    verify_package,
+)
 from bertserve.server.runtime import ModelRuntime
 from bertserve.server.tokenize import Sequence, TextTokenizer
 
@@ -171,14 +176,22 @@ class LoadedVariant:
 
 
 class ModelRegistry:
-    """Every model of the repository; default variants load at start, others on first use."""
+    """Every model of the repository; default variants load at start, others on first use.
+
+    A package that is damaged (checksums, unreadable manifest) or fails to load is refused
+    with a clear message (FAILED_PRECONDITION to its callers) while the others serve. Callers
+    may load only ``allowed_variants``, and at most ``max_loaded_variants`` in all.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.models: dict[str, ModelPackage] = scan_repository(config.repo)
+        # (model, variant) -> why it cannot be served
+        self.failed: dict[tuple[str, str], str] = {}
+        self.models: dict[str, ModelPackage] = scan_repository(config.repo, self.failed)
         if not self.models:
             raise ValueError(
                 f"model repository {config.repo} holds no model (<model>/<variant>/manifest.json)"
+                + "".join(f"; {why}" for why in self.failed.values())
             )
         if config.default_model and config.default_model not in self.models:
             raise ValueError(
@@ -187,23 +200,42 @@ class ModelRegistry:
             )
         self.default_model = config.default_model or next(iter(self.models))
         self.default_variants: dict[str, str] = {}
+        allowed = config.allowed_variants
         for name, model in self.models.items():
             variant = config.variants.get(name) or model.default_variant(config.device)
+            if allowed and variant not in allowed and not config.variants.get(name):
+                variant = next((v for v in model.variants if v in allowed), variant)
             if variant not in model.variants:
                 raise ValueError(f"variant {variant!r} of model {name!r} is not in {config.repo}")
+            if allowed and variant not in allowed:
+                raise ValueError(
+                    f"model {name!r} has none of the allowed variants {list(allowed)}; "
+                    f"it has {list(model.variants)}"
+                )
             self.default_variants[name] = variant
         self.loaded: dict[tuple[str, str], LoadedVariant] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
+    def _load(self, model: ModelPackage, package: VariantPackage) -> LoadedVariant:
+        if self.config.verify_checksums:
+            verify_package(package)
+        return LoadedVariant(model, package, self.config)
+
     def load_defaults(self) -> None:
-        """Load and warm up each model's default variant (blocking; called before serving)."""
+        """Load and warm up each model's default variant (blocking; called before serving).
+
+        A model that fails is refused and logged; only when none loads is it an error."""
         for name, variant in self.default_variants.items():
             started = time.monotonic()
-            loaded = LoadedVariant(
-                self.models[name], self.models[name].variants[variant], self.config
-            )
-            if self.config.warmup:
-                loaded.warm_up()
+            try:
+                loaded = self._load(self.models[name], self.models[name].variants[variant])
+                if self.config.warmup:
+                    loaded.warm_up()
+            except Exception as error:
+                reason = f"variant {variant!r} of model {name!r} was refused at load: {error}"
+                self.failed[(name, variant)] = reason
+                log.error("model refused", extra={"model": name, "reason": reason})
+                continue
             self.loaded[(name, variant)] = loaded
             log.info(
                 "loaded model",
@@ -215,6 +247,12 @@ class ModelRegistry:
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )
+        if not self.loaded:
+            raise ValueError("no model could be loaded: " + "; ".join(self.failed.values()))
+        default = (self.default_model, self.default_variants[self.default_model])
+        if not self.config.default_model and default not in self.loaded:
+            # the first model by name failed: answer unnamed requests with one that loaded
+            self.default_model = next(iter(self.loaded))[0]
 
     def model(self, name: str) -> ModelPackage:
         """The package of model ``name`` ("" = the default); NOT_FOUND if unknown."""
@@ -227,20 +265,33 @@ class ModelRegistry:
         """The loaded variant (loading it on first use, off the event loop)."""
         model = self.model(model_name)
         variant_name = variant_name or self.default_variants[model.name]
-        if variant_name not in model.variants:
-            raise InvalidArgument(
-                f"variant={variant_name!r}: model {model.name!r} has no such variant; "
-                f"allowed {list(model.variants)}"
-            )
         key = (model.name, variant_name)
         if key in self.loaded:
             return self.loaded[key]
+        if key in self.failed:
+            raise FailedPrecondition(self.failed[key])
+        if variant_name not in model.variants:
+            raise InvalidArgument(
+                f"variant={variant_name!r}: model {model.name!r} has no such variant; "
+                f"allowed {self._allowed(model)}"
+            )
+        if self.config.allowed_variants and variant_name not in self.config.allowed_variants:
+            raise InvalidArgument(
+                f"variant={variant_name!r}: not served by this server (allowed_variants); "
+                f"allowed {self._allowed(model)}"
+            )
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self.loaded:
+                if len(self.loaded) >= self.config.max_loaded_variants:
+                    raise FailedPrecondition(
+                        f"variant {variant_name!r} of model {model.name!r} is not loaded and "
+                        f"{len(self.loaded)} variants already are, this server's limit "
+                        f"(max_loaded_variants); loaded: {sorted('/'.join(k) for k in self.loaded)}"
+                    )
                 package = model.variants[variant_name]
                 try:
-                    loaded = await asyncio.to_thread(LoadedVariant, model, package, self.config)
+                    loaded = await asyncio.to_thread(self._load, model, package)
                 except Exception as error:
                     raise FailedPrecondition(
                         f"variant {variant_name!r} of model {model.name!r} failed to load: {error}"
@@ -248,6 +299,10 @@ class ModelRegistry:
                 self.loaded[key] = loaded
                 log.info("loaded model", extra={"model": model.name, "variant": variant_name})
         return self.loaded[key]
+
+    def _allowed(self, model: ModelPackage) -> list[str]:
+        allowed = self.config.allowed_variants
+        return [v for v in model.variants if not allowed or v in allowed]
 
     def provider(self, model: str, variant: str) -> str:
         loaded = self.loaded.get((model, variant))
