@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     limits = parser.add_argument_group("limits")
     limits.add_argument(
-        "--max-concurrent-rpcs", type=int, help="calls served at once (default 256)"
+        "--max-concurrent-rpcs", type=int, help="calls served at once (default 1024)"
     )
     limits.add_argument(
         "--max-request-bytes", type=int, help="largest request message (default 16 MiB)"

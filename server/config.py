@@ -70,7 +70,7 @@ class ServerConfig:
     auth_token_file: Path | None = None  # one bearer token a line; reloaded on SIGHUP
     # -- limits (server/limits.py) --
     # BertService RPCs in flight at once; beyond it RESOURCE_EXHAUSTED before any work is done.
-    max_concurrent_rpcs: int = 256
+    max_concurrent_rpcs: int = 1024  # as many as one batcher queues (max_queue_requests)
     # The largest request message; the client sends up to 16 MiB, so the two agree.
     max_request_bytes: int = 16 * 1024 * 1024
     max_request_sequences: int = 2048  # texts or token sequences in one request
