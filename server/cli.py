@@ -75,12 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-request-sequences", type=int, help="texts or sequences per request (default 2048)"
     )
     limits.add_argument(
-        "--max-answer-bytes", type=int, help="largest EmbedStream answer (default 32 MiB)"
+        "--max-answer-bytes", type=int, help="largest EmbedStream answer (default 16 MiB)"
     )
     limits.add_argument(
         "--stream-buffer-bytes",
         type=int,
-        help="unsent answer bytes one EmbedStream may hold (default 64 MiB)",
+        help="unsent answer bytes one EmbedStream may hold (default 32 MiB)",
     )
     limits.add_argument(
         "--allowed-variants", help="comma-separated variants callers may use (default: all)"

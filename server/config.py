@@ -75,10 +75,10 @@ class ServerConfig:
     max_request_bytes: int = 16 * 1024 * 1024
     max_request_sequences: int = 2048  # texts or token sequences in one request
     # One EmbedStream answer (all its chunks); bigger ones are refused before computing.
-    max_answer_bytes: int = 32 * 1024 * 1024
+    max_answer_bytes: int = 16 * 1024 * 1024
     # Computed-but-unsent answer bytes one EmbedStream may hold: a caller that stops reading
     # costs at most this much memory, and its stream stops computing until it reads again.
-    stream_buffer_bytes: int = 64 * 1024 * 1024
+    stream_buffer_bytes: int = 32 * 1024 * 1024
     # -- connections --
     # The client pings every 30 s: accept pings up to every 10 s, on idle streams too.
     keepalive_min_ping_interval_s: float = 10.0

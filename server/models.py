@@ -257,6 +257,9 @@ class ModelRegistry:
     def model(self, name: str) -> ModelPackage:
         """The package of model ``name`` ("" = the default); NOT_FOUND if unknown."""
         name = name or self.default_model
+        refused = [why for (model, _), why in self.failed.items() if model == name]
+        if name not in self.models and refused:
+            raise FailedPrecondition(refused[0])
         if name not in self.models:
             raise ModelNotFound(f"model {name!r} not found; this server has {sorted(self.models)}")
         return self.models[name]
