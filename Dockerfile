@@ -22,7 +22,7 @@ COPY export ./export
 COPY server ./server
 COPY client ./client
 RUN pip install --no-cache-dir --extra-index-url ${TORCH_INDEX} ".[export]"
-ARG VARIANTS=fp32,fp32-opt,int8
+ARG VARIANTS=fp32-opt
 RUN bertserve export minilm --repo /models --variants ${VARIANTS} --no-progress
 
 # ---- runtime: onnxruntime, tokenizers and grpc; no torch ----
