@@ -62,15 +62,19 @@ class Flaky(pb_grpc.BertServiceServicer):
         return answer(request)
 
 
-@pytest.fixture
-def flaky():
-    servicer = Flaky()
+def serving(servicer):
+    """``servicer`` on a real gRPC server on loopback: yields (servicer, target)."""
     server = grpc.server(futures.ThreadPoolExecutor(4))
     pb_grpc.add_BertServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield servicer, f"127.0.0.1:{port}"
     server.stop(0)
+
+
+@pytest.fixture
+def flaky():
+    yield from serving(Flaky())
 
 
 def test_stream_sends_unanswered_requests_again(flaky):
@@ -163,13 +167,7 @@ def _status(code, details, reason):
 
 @pytest.fixture
 def busy():
-    servicer = Busy()
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    pb_grpc.add_BertServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield servicer, f"127.0.0.1:{port}"
-    server.stop(0)
+    yield from serving(Busy())
 
 
 def test_stream_items_refused_for_overload_are_sent_again_after_a_backoff(busy):
