@@ -275,6 +275,7 @@ def _model_text(m: Any) -> str:
         f"  max_length {m.max_length}, vocab {m.vocab_size}, "
         f"{'uncased' if m.lowercase else 'cased'}, default pooling {m.default_pooling}",
         f"  variants: {variants} (default {m.default_variant})",
+        *([f"  default because: {m.default_variant_reason}"] if m.default_variant_reason else []),
         f"  source: {m.source}",
     ]
     if m.random_weights:

@@ -166,6 +166,7 @@ class ModelInfo:
     source: str
     default_pooling: str
     default_variant: str
+    default_variant_reason: str
     variants: list[VariantInfo]
     labels: list[str]
     is_default: bool
@@ -186,6 +187,7 @@ class ModelInfo:
             source=info.source,
             default_pooling=POOLING_NAMES.get(info.default_pooling, ""),
             default_variant=info.default_variant,
+            default_variant_reason=info.default_variant_reason,
             variants=[
                 VariantInfo(v.name, v.precision, v.execution_provider, v.loaded, v.size_bytes)
                 for v in info.variants
