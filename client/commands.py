@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--output", "-o", type=Path, help="file to write (bulk: .npy or .parquet)")
     embed.add_argument("--batch-size", type=int, default=32, help="bulk: texts per request")
     embed.add_argument("--window", type=int, default=8, help="bulk: requests in flight")
+    embed.add_argument(
+        "--read-ahead",
+        type=int,
+        default=4096,
+        help="bulk: texts read and sorted by length at a time (less padding; rows stay in order)",
+    )
     embed.add_argument("--no-progress", action="store_true", help="bulk: no progress bar")
     embed.set_defaults(run=run_embed, extra="")
 
@@ -188,6 +194,7 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 field=args.field,
                 batch_size=args.batch_size,
                 window=args.window,
+                read_ahead=args.read_ahead,
                 progress=not args.no_progress,
                 **options,
             )

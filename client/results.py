@@ -166,10 +166,10 @@ class ModelInfo:
     source: str
     default_pooling: str
     default_variant: str
-    default_variant_reason: str
     variants: list[VariantInfo]
     labels: list[str]
     is_default: bool
+    default_variant_reason: str = ""  # configured, the device's default, or measured faster
 
     @classmethod
     def from_pb(cls, info: pb.ModelInfo) -> ModelInfo:

@@ -107,14 +107,16 @@ def test_bulk_file_resumes_and_writes_atomically(live_server, tmp_path, suffix):
     output = tmp_path / "vectors.npy"
     with Client(live_server.target, timeout=120) as client:
         with pytest.raises(Interrupted):
-            embed_file(StopsAfter(client, 3), corpus, output, batch_size=16, progress=False)
+            embed_file(
+                StopsAfter(client, 3), corpus, output, batch_size=16, read_ahead=32, progress=False
+            )
         assert not output.exists()
         progress = json.loads((tmp_path / "vectors.npy.progress.json").read_text())
-        assert progress["rows"] == 48
+        assert progress["rows"] == 32  # the first window of 32; the second had half its answers
         expected = np.concatenate(
             [client.embed(texts[i : i + 50]).sentence_embedding for i in range(0, len(texts), 50)]
         )
-    # the rerun continues from row 48 and finishes the file
+    # the rerun continues from row 32 and finishes the file
     run = subprocess.run(
         [
             *CLI,
@@ -180,7 +182,8 @@ def test_bulk_interrupted_with_ctrl_c_continues_on_rerun(live_server, tmp_path):
     output = tmp_path / "out.npy"
     sidecar = tmp_path / "out.npy.progress.json"
     command = [*CLI, "embed", "--input", str(corpus), "--output", str(output)]
-    command += ["--batch-size", "4", "--window", "2", "--target", live_server.target]
+    command += ["--batch-size", "4", "--window", "2", "--read-ahead", "40"]
+    command += ["--target", live_server.target]
     first = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (sidecar.is_file() and json.loads(sidecar.read_text())["rows"] >= 40):
