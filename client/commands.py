@@ -1,4 +1,4 @@
-"""The client's sub-commands: embed, tokenize, info, models, health, bench."""
+"""The client's sub-commands: embed, tokenize, info, models, health."""
 
 from __future__ import annotations
 
@@ -90,10 +90,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _connection(health)
     health.add_argument("--service", default="", help="a service name ('' = the whole server)")
     health.set_defaults(run=run_health, extra="")
-
-    from .bench import register as register_bench
-
-    register_bench(subparsers)
 
 
 def make_client(args: argparse.Namespace) -> Any:

@@ -156,23 +156,6 @@ def test_bulk_parquet(live_server, tmp_path):
     np.testing.assert_allclose(vectors, expected, atol=3e-5)
 
 
-def test_bench_reports_every_setting(live_server, tmp_path):
-    report = tmp_path / "bench.json"
-    run = bertserve(
-        *("bench", "--requests", "12", "--concurrency", "1,3", "--lengths", "8"),
-        *("--warmup", "1", "--json", str(report)),
-        target=live_server.target,
-    )
-    assert "p50 ms" in run.stdout and run.stdout.startswith("CPU: ")
-    results = json.loads(report.read_text())["results"]
-    assert [(r["concurrency"], r["requests"], r["errors"]) for r in results] == [
-        (1, 12, 0),
-        (3, 12, 0),
-    ]
-    # each text is 6 one-token words plus [CLS] and [SEP]
-    assert all(r["tokens"] == 12 * 8 for r in results)
-
-
 def test_bulk_interrupted_with_ctrl_c_continues_on_rerun(live_server, tmp_path):
     import signal
     import time
