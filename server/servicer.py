@@ -57,25 +57,33 @@ def unary(method: str) -> Callable[[Handler], Handler]:
         ) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+
+            def record() -> None:
+                seconds = time.perf_counter() - started
+                metrics.REQUESTS.labels(method, code.name).inc()
+                metrics.REQUEST_SECONDS.labels(method).observe(seconds)
+                log_call(method, code, seconds, getattr(request, "id", ""))
+
             try:
                 if self.draining:
                     raise Unavailable("the server is shutting down; retry on another replica")
-                return await handler(self, request, context)
+                answer = await handler(self, request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
+                record()
                 raise
             except Exception as error:
                 code, message = status_of(error)
                 if not isinstance(error, BertServeError):
                     log.exception("%s failed", method)
+                # abort sends the status at once: count the call first, so a caller that
+                # reads the metrics after its error sees it
+                record()
                 reason = reason_of(error)
                 trailer = ((REASON_KEY, reason),) if reason else ()
                 await context.abort(code, message, trailing_metadata=trailer)
-            finally:
-                seconds = time.perf_counter() - started
-                metrics.REQUESTS.labels(method, code.name).inc()
-                metrics.REQUEST_SECONDS.labels(method).observe(seconds)
-                log_call(method, code, seconds, getattr(request, "id", ""))
+            record()
+            return answer
 
         return wrapper  # type: ignore[return-value]
 

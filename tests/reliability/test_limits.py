@@ -100,9 +100,9 @@ def test_the_cap_on_loaded_variants(model_repo):
     server = start_server(model_repo, "--max-loaded-variants", "1")
     try:
         with Client(server.target) as client:
-            client.embed("I love Paris")  # the default variant is loaded at start
+            client.embed("I love Paris")  # the default variants are loaded at start
             with pytest.raises(BertserveError) as error:
-                client.embed("I love Paris", variant="int8")
+                client.embed("I love Paris", variant="fp32")
     finally:
         server.stop()
     assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
