@@ -3,6 +3,7 @@ made here by trustme: each way in that should be refused is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import signal
@@ -205,14 +206,16 @@ def test_bearer_tokens_health_open_reload_on_sighup_and_never_in_metrics(model_r
 def test_plaintext_beyond_loopback_warns(model_repo, caplog):
     from bertserve.server.app import BertServer
 
+    async def bind(host: str) -> None:
+        server = BertServer(ServerConfig(repo=model_repo, host=host, port=0).validate())
+        await server.server.stop(None)  # bound, never started: no traffic goes anywhere
+
     caplog.set_level(logging.WARNING, logger="bertserve.server")
-    loopback = BertServer(ServerConfig(repo=model_repo, port=0).validate())
+    asyncio.run(bind("127.0.0.1"))
     assert not [r for r in caplog.records if "without TLS" in r.getMessage()]
-    # bound, never started: no traffic goes anywhere
-    BertServer(ServerConfig(repo=model_repo, host="0.0.0.0", port=0).validate())
+    asyncio.run(bind("0.0.0.0"))
     (warning,) = [r for r in caplog.records if "without TLS" in r.getMessage()]
     assert "--tls-cert" in warning.getMessage()
-    del loopback
 
 
 @pytest.mark.parametrize(
