@@ -72,6 +72,16 @@ def _inner(handler: grpc.RpcMethodHandler) -> Callable:
     }[(handler.request_streaming, handler.response_streaming)]
 
 
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """What a streaming handler answers: an async generator's items, or nothing when it is a
+    coroutine that writes with ``context.write`` (as grpc.health.v1's Watch does)."""
+    if hasattr(result, "__aiter__"):
+        async for response in result:
+            yield response
+    else:
+        await result
+
+
 def refusal(
     handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str, reason: str = ""
 ) -> grpc.RpcMethodHandler:
@@ -167,7 +177,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 request = await checked(request, context)
                 await admit(context)
                 try:
-                    async for response in inner(request, context):
+                    async for response in _responses(inner(request, context)):
                         yield response
                 finally:
                     leave()
@@ -178,7 +188,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             await admit(context)
             try:
                 if handler.response_streaming:
-                    async for response in inner(checked_stream(requests, context), context):
+                    responses = inner(checked_stream(requests, context), context)
+                    async for response in _responses(responses):
                         yield response
                 else:  # no such method today; kept for completeness of the handler kinds
                     yield await inner(checked_stream(requests, context), context)

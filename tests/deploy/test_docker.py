@@ -96,7 +96,7 @@ def test_the_image_serves_drains_and_carries_no_torch(image, model_repo):
 
         local = start_server(model_repo, metrics=False)
         try:
-            with Client(local.target) as client:
+            with Client(local.target, variant="fp32-opt") as client:
                 expected = client.embed(["I love Paris"], output="tokens", pooling="mean")
         finally:
             local.stop()
