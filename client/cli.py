@@ -16,7 +16,12 @@ from collections.abc import Sequence
 
 # Each defines register(subparsers): it adds its sub-commands and sets the
 # defaults run=<function(args) -> int> and extra=<the pip extra they need>.
-PARTS = ("bertserve.export.cli", "bertserve.server.cli", "bertserve.client.commands")
+PARTS = (
+    "bertserve.export.cli",
+    "bertserve.server.cli",
+    "bertserve.client.commands",
+    "bertserve.train.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

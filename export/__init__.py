@@ -239,6 +239,11 @@ def export_model(
             "inputs": list(convert.INPUTS),
             "outputs": convert.output_names(cfg.num_hidden_layers, classifier=bool(labels)),
             "labels": labels,
+            **(
+                {"evaluation": validate.evaluation_summary(evaluation, reports)}
+                if labels and evaluation and evaluation.label_ids is not None
+                else {}
+            ),
             **(manifest_extra or {}),
         }
         for report in reports:

@@ -74,6 +74,7 @@ class LabelledTexts:
     texts: list[str]
     pairs: list[str] | None = None
     label_ids: list[int] | None = None
+    name: str = "validation sentences"
 
 
 def reference_inputs(tokenizer: PreTrainedTokenizerFast) -> dict[str, np.ndarray]:
@@ -276,3 +277,19 @@ def format_classification(reports: list[VariantReport]) -> str:
             )
         lines.append(line)
     return "\n".join(lines)
+
+
+def evaluation_summary(data: LabelledTexts, reports: list[VariantReport]) -> dict:
+    """The manifest's record of how each variant scores on labelled ``data``."""
+    keys = ("accuracy", "macro_f1", "label_agreement", "accuracy_change_points")
+    scored = [r for r in reports if r.classification]
+    summary: dict = {"data": data.name, "rows": len(data.texts)}
+    if scored:
+        first = scored[0].classification
+        summary["pytorch"] = {
+            "accuracy": first["pytorch_accuracy"],
+            "macro_f1": first["pytorch_macro_f1"],
+        }
+    for r in scored:
+        summary[r.variant] = {k: r.classification[k] for k in keys}
+    return summary

@@ -117,7 +117,8 @@ def _records(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict
         columns = list(reader.fieldnames or [])
         return columns, [(i, dict(r)) for i, r in enumerate(reader, start=1)]
     records, columns = [], {}
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # split on \n only: str.splitlines() also breaks at U+0085 and U+2028 inside strings
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
