@@ -73,6 +73,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     finetune.add_argument("--no-progress", action="store_true", help="no progress bar")
     finetune.set_defaults(run=run_finetune, extra="export,train")
 
+    probe = subparsers.add_parser(
+        "probe",
+        help="frozen features vs fine-tuning: a logistic regression on each layer's features",
+        description="Fetch every hidden state and the pooler of labelled texts from a running "
+        "server, train a logistic regression on each choice (CLS and mean of every layer, "
+        "pooler, concat_last_4, sum_last_4, mean_all) and score it on the test split beside "
+        "the fine-tuned model (over Classify) and a TF-IDF baseline. Writes probe.md, "
+        "probe.json and probe.png.",
+    )
+    probe.add_argument("--data", type=Path, required=True, help="as for finetune")
+    probe.add_argument(
+        "--target", default=None, help="host:port (default: $BERTSERVE_TARGET or 127.0.0.1:50051)"
+    )
+    probe.add_argument("--model", default="", help="the model whose features are probed")
+    probe.add_argument("--classifier", help="a fine-tuned model on the server, for comparison")
+    probe.add_argument("--out", type=Path, default=Path("probe"), help="folder for the report")
+    probe.add_argument("--train-rows", type=int, default=0, help="first N training rows (0: all)")
+    probe.add_argument("--test-rows", type=int, default=0, help="first N test rows (0: all)")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
+    _data_columns(probe)
+    probe.add_argument("--no-progress", action="store_true")
+    probe.set_defaults(run=run_probe, extra="train")
+
 
 def run_data(args: argparse.Namespace) -> int:
     """Write the sentiment corpus; errors print one line and exit 1."""
@@ -140,4 +164,39 @@ def run_finetune(args: argparse.Namespace) -> int:
         return 1
     for folder in written:
         print(folder)
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    """Probe and write the report; errors print one line and exit 1."""
+    from bertserve.client import BertserveError, Client
+
+    from .data import DataError, load_dataset
+    from .probe import markdown, probe, write_report
+
+    try:
+        data = load_dataset(
+            args.data,
+            text_column=args.text_column,
+            pair_column=args.pair_column,
+            label_column=args.label_column,
+            encoding=args.encoding,
+        )
+        with Client(args.target, timeout=args.timeout) as client:
+            report = probe(
+                client,
+                data,
+                model=args.model,
+                classifier=args.classifier,
+                train_rows=args.train_rows,
+                test_rows=args.test_rows,
+                seed=args.seed,
+                progress=not args.no_progress,
+            )
+    except (DataError, BertserveError, ValueError) as exc:
+        print(f"bertserve probe: {exc}", file=sys.stderr)
+        return 1
+    paths = write_report(report, args.out)
+    print(markdown(report))
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 0

@@ -189,6 +189,16 @@ def _save_state(
     os.replace(staged, work / STATE)
 
 
+def _log_epoch(epoch: int, train_loss: float | None, scores: dict[str, float]) -> None:
+    trained = f"train loss {train_loss:.4f}; " if train_loss is not None else "untrained head: "
+    print(
+        f"epoch {epoch}: {trained}validation loss {scores['loss']:.4f}, accuracy "
+        f"{scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _run_identity(source: Source, dataset: Dataset, settings: Settings) -> dict:
     return {
         "base_model": source.label,
@@ -274,6 +284,10 @@ def train(
                 f"resuming {work} at epoch {progress.epoch + 1}, batch {progress.step + 1}",
                 file=sys.stderr,
             )
+    if not progress.history:  # the untrained head, so the history shows what training bought
+        scores = evaluate(model, tokenizer, dataset.validation, validation_labels, limit)
+        progress.history = [{"epoch": 0, "validation": {k: round(v, 5) for k, v in scores.items()}}]
+        _log_epoch(0, None, scores)
     with stop_on_signal() as flag:
         while not progress.finished:
             epoch = progress.epoch
@@ -288,7 +302,7 @@ def train(
                 file=sys.stderr,
                 mininterval=1.0,
             )
-            running, started, rows = None, time.perf_counter(), 0
+            running, started, rows, losses = None, time.perf_counter(), 0, []
             for rows_of_batch in batches[progress.step :]:
                 batch = collate(encoded, rows_of_batch, train_labels, tokenizer.pad_token_id or 0)
                 loss = model(**batch).loss
@@ -299,11 +313,14 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 progress.step += 1
                 rows += len(rows_of_batch)
-                value = float(loss)
+                value = float(loss.detach())
+                losses.append(value)
                 running = value if running is None else 0.98 * running + 0.02 * value
                 bar.update(1)
-                bar.set_postfix(
-                    loss=f"{running:.4f}", rows_s=f"{rows / (time.perf_counter() - started):.1f}"
+                bar.set_postfix(  # shown at the bar's own pace (mininterval)
+                    loss=f"{running:.4f}",
+                    rows_s=f"{rows / (time.perf_counter() - started):.1f}",
+                    refresh=False,
                 )
                 if flag["stop"]:
                     break
@@ -318,20 +335,17 @@ def train(
                 )
             scores = evaluate(model, tokenizer, dataset.validation, validation_labels, limit)
             progress.epoch, progress.step = epoch + 1, 0
+            window = max(1, min(10, len(losses) // 4))
             entry = {
                 "epoch": epoch + 1,
-                "train_loss": round(running or 0.0, 5),
+                # mean batch loss at the start and the end of the epoch (of this sitting)
+                "train_loss_first": round(float(np.mean(losses[:window] or [0.0])), 5),
+                "train_loss_last": round(float(np.mean(losses[-window:] or [0.0])), 5),
                 "validation": {k: round(v, 5) for k, v in scores.items()},
                 "seconds": round(progress.seconds, 1),
             }
             progress.history = [*(progress.history or []), entry]
-            print(
-                f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}; validation loss "
-                f"{scores['loss']:.4f}, accuracy {scores['accuracy']:.4f}, macro-F1 "
-                f"{scores['macro_f1']:.4f}",
-                file=sys.stderr,
-                flush=True,
-            )
+            _log_epoch(epoch + 1, entry["train_loss_last"], scores)
             checkpoint = work / f"epoch-{epoch + 1}"
             model.save_pretrained(checkpoint)
             tokenizer.save_pretrained(checkpoint)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class Settings:
     """The training recipe; the defaults were chosen by measurement (README, fine-tuning)."""
 
-    epochs: int = 3
+    epochs: int = 2
     lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 64
