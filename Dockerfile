@@ -21,6 +21,7 @@ COPY proto ./proto
 COPY export ./export
 COPY server ./server
 COPY client ./client
+COPY train ./train
 RUN pip install --no-cache-dir --extra-index-url ${TORCH_INDEX} ".[export]"
 ARG VARIANTS=fp32,fp32-opt,int8
 RUN bertserve export minilm --repo /models --variants ${VARIANTS} --no-progress
@@ -39,6 +40,7 @@ COPY proto ./proto
 COPY export ./export
 COPY server ./server
 COPY client ./client
+COPY train ./train
 RUN pip install --no-cache-dir ".[${EXTRA}]" && rm -rf /src
 COPY --from=export /models /models
 RUN useradd --system --uid 10001 bertserve

@@ -109,22 +109,28 @@ def classifier_labels(folder: Path) -> list[str] | None:
     return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
+def random_config(source: Source, **fields: object) -> BertConfig:
+    """The BertConfig of Google's shape named by ``source.random_config`` (intermediate size
+    4 x hidden), with the vocabulary size of the source's tokenizer folder, plus ``fields``."""
+    layers, hidden, heads = CONFIGS[str(source.random_config)]
+    vocab = json.loads((source.folder / "config.json").read_text())["vocab_size"]
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        **fields,
+    )
+
+
 def load_model(source: Source) -> tuple[BertModel | BertForSequenceClassification, bool]:
     """The PyTorch model in eval mode with hidden states on; and whether its pooler was trained.
 
     A sequence-classification checkpoint loads with its head, its forward ``with_features``.
     """
     if source.random_config:
-        layers, hidden, heads = CONFIGS[source.random_config]
-        vocab = json.loads((source.folder / "config.json").read_text())["vocab_size"]
-        config = BertConfig(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=4 * hidden,
-            output_hidden_states=True,
-        )
+        config = random_config(source, output_hidden_states=True)
         torch.manual_seed(RANDOM_SEED)
         return BertModel(config).eval(), True
     check_is_bert(source.folder)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 _CONFIGS = ("bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base", "bert-large")
 
@@ -98,6 +102,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     probe.set_defaults(run=run_probe, extra="train")
 
 
+def _dataset(args: argparse.Namespace) -> Dataset:
+    from .data import load_dataset
+
+    return load_dataset(
+        args.data,
+        text_column=args.text_column,
+        pair_column=args.pair_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+    )
+
+
 def run_data(args: argparse.Namespace) -> int:
     """Write the sentiment corpus; errors print one line and exit 1."""
     from .data import DataError
@@ -116,16 +132,10 @@ def run_data(args: argparse.Namespace) -> int:
 
 def run_finetune(args: argparse.Namespace) -> int:
     """Fine-tune and export; user errors print one line and exit 1, an interruption 130."""
-    from .data import DataError, load_dataset
+    from .data import DataError
 
     try:
-        data = load_dataset(
-            args.data,
-            text_column=args.text_column,
-            pair_column=args.pair_column,
-            label_column=args.label_column,
-            encoding=args.encoding,
-        )
+        data = _dataset(args)
     except DataError as exc:
         print(f"bertserve finetune: {exc}", file=sys.stderr)
         return 1
@@ -171,17 +181,11 @@ def run_probe(args: argparse.Namespace) -> int:
     """Probe and write the report; errors print one line and exit 1."""
     from bertserve.client import BertserveError, Client
 
-    from .data import DataError, load_dataset
+    from .data import DataError
     from .probe import markdown, probe, write_report
 
     try:
-        data = load_dataset(
-            args.data,
-            text_column=args.text_column,
-            pair_column=args.pair_column,
-            label_column=args.label_column,
-            encoding=args.encoding,
-        )
+        data = _dataset(args)
         with Client(args.target, timeout=args.timeout) as client:
             report = probe(
                 client,

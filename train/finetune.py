@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from bertserve.export import ExportError, PackageExistsError, export_model
-from bertserve.export.convert import load_tokenizer
-from bertserve.export.sources import CONFIGS, Source, check_is_bert, resolve
+from bertserve.export.convert import load_tokenizer, random_config
+from bertserve.export.sources import Source, check_is_bert, resolve
 from bertserve.export.validate import LabelledTexts, accuracy_and_macro_f1, softmax, torch_logits
-from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 
 from .data import Dataset, Split
 from .settings import Settings
@@ -69,18 +69,7 @@ def load_base(
     label2id = {label: i for i, label in id2label.items()}
     torch.manual_seed(seed)
     if source.random_config:
-        layers, hidden, heads = CONFIGS[source.random_config]
-        vocab = json.loads((source.folder / "config.json").read_text())["vocab_size"]
-        config = BertConfig(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            intermediate_size=4 * hidden,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-        )
+        config = random_config(source, num_labels=len(labels), id2label=id2label, label2id=label2id)
         model = BertForSequenceClassification(config)
     else:
         check_is_bert(source.folder)
