@@ -16,13 +16,15 @@ def bertserve_cli(
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def finetuned(repo: Path, name: str, data: Path, *args: str) -> Path:
-    """`bertserve finetune ... --out REPO --name NAME` (fp32, fp32-opt, int8); the model folder."""
+def finetuned(
+    repo: Path, name: str, data: Path, *args: str, variants: str = "fp32,fp32-opt,int8"
+) -> Path:
+    """`bertserve finetune ARGS --data DATA --out REPO --name NAME`; the model folder."""
     done = bertserve_cli(
         "finetune",
         *args,
         *("--data", str(data), "--out", str(repo), "--name", name),
-        *("--variants", "fp32,fp32-opt,int8", "--no-progress"),
+        *("--variants", variants, "--no-progress"),
     )
     assert done.returncode == 0, done.stderr
     return repo / name

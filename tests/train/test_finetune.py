@@ -124,15 +124,17 @@ def test_small_random_cased_config_end_to_end(tmp_path: Path, small_sentiment: P
 
 
 TINY = ("--config", "bert-tiny", "--epochs", "4", "--patience", "4", "--batch-size", "8")
+TINY_LR = ("--lr", "1e-3")  # random weights learn slowly at BERT's usual rates
 
 
 def test_interrupted_training_resumes_to_the_same_model(tmp_path: Path, small_sentiment: Path):
-    straight = finetuned(tmp_path / "a", "tiny", small_sentiment, *TINY, "--variants", "fp32")
+    straight = finetuned(tmp_path / "a", "tiny", small_sentiment, *TINY, *TINY_LR, variants="fp32")
     repo = tmp_path / "b"
     command = [
         *CLI,
         "finetune",
         *TINY,
+        *TINY_LR,
         *("--data", str(small_sentiment), "--out", str(repo), "--name", "tiny"),
         *("--variants", "fp32", "--no-progress"),
     ]
@@ -159,6 +161,14 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path: Path, small_se
     a = json.loads((straight / "fp32/manifest.json").read_text())["training"]["history"]
     b = json.loads((repo / "tiny/fp32/manifest.json").read_text())["training"]["history"]
     assert [h["validation"] for h in a] == [h["validation"] for h in b]
+    # the tiny random config learnt something, and is served as PyTorch computes it
+    assert b[-1]["validation"]["loss"] < b[0]["validation"]["loss"]
+    server = start_server(repo, metrics=False)
+    try:
+        texts = load_dataset(small_sentiment).test.texts
+        assert_served_like_pytorch(server.target, "tiny", work / "best", texts)
+    finally:
+        server.stop()
 
 
 def _fails(*args: str) -> str:
