@@ -99,6 +99,8 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         variant = await self.registry.variant(request.model, request.variant)
         protocol.check_inputs(request)
         spec = protocol.feature_spec(request, variant)
+        # a request the queue could never hold, or that finds it full, is refused before work
+        variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
         if request.texts:
             texts, pairs = list(request.texts), list(request.text_pairs) or None
@@ -108,8 +110,12 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 sequences = await asyncio.to_thread(
                     variant.tokenize, texts, pairs, request.truncate
                 )
-        else:
+        elif len(request.sequences) <= INLINE_TEXTS:
             sequences = variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+        else:  # checking many sequences takes a while: off the event loop
+            sequences = await asyncio.to_thread(
+                lambda: variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+            )
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
         if unary and size > protocol.CHUNK_BYTES:
