@@ -22,6 +22,7 @@ COPY export ./export
 COPY server ./server
 COPY client ./client
 COPY train ./train
+COPY bench ./bench
 RUN pip install --no-cache-dir --extra-index-url ${TORCH_INDEX} ".[export]"
 ARG VARIANTS=fp32,fp32-opt,int8
 RUN bertserve export minilm --repo /models --variants ${VARIANTS} --no-progress
@@ -41,6 +42,7 @@ COPY export ./export
 COPY server ./server
 COPY client ./client
 COPY train ./train
+COPY bench ./bench
 RUN pip install --no-cache-dir ".[${EXTRA}]" && rm -rf /src
 COPY --from=export /models /models
 RUN useradd --system --uid 10001 bertserve

@@ -9,10 +9,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import numpy as np
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1.bertserve_pb2_grpc import BertServiceStub
 
 from . import health as health_codec
+from .bulk import RowsInOrder, sorted_batches
 from .channel import (
     TLS,
     auth_metadata,
@@ -286,6 +288,44 @@ class AsyncClient:
                 return
         finally:
             feeder.cancel()
+
+    async def embed_many(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        window: int = 8,
+        pooling: str | None = None,
+        normalize: bool = False,
+        dtype: str = "float32",
+        truncate: bool = False,
+        model: str | None = None,
+        variant: str | None = None,
+    ) -> np.ndarray:
+        """Sentence vectors of many texts, (len(texts), width) float32 in input order.
+
+        The texts are sent over one EmbedStream as batches of ``batch_size`` texts of about
+        one length (sorted by length, ``window`` batches in flight), which keeps padding
+        small; other options as in ``embed``.
+        """
+        batches = sorted_batches([len(text) for text in texts], batch_size)
+        rows = RowsInOrder(len(texts))
+        results = self.embed_stream(
+            ([texts[i] for i in batch] for batch in batches),
+            window=window,
+            output="sentence",
+            pooling=pooling,
+            normalize=normalize,
+            dtype=dtype,
+            truncate=truncate,
+            model=model,
+            variant=variant,
+        )
+        index = 0
+        async for result in results:
+            rows.add(batches[index], result)
+            index += 1
+        return rows.result()
 
     async def tokenize(
         self,

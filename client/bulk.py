@@ -13,7 +13,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,9 +40,14 @@ class BulkJob:
 
 
 def read_texts(path: Path, field: str = "text") -> Iterator[str]:
-    """One text per line of a .txt file, or per JSON line (a string or an object's ``field``)."""
+    """One text per line of a .txt file, or per JSON line (a string or an object's ``field``).
+
+    Lines end at ``\n`` only (a ``\r\n`` ending is dropped, a lone ``\r`` is part of the
+    text), so the count of texts is the count of ``\n`` of :func:`count_texts`. A .txt file's
+    blank line is a text (an empty one); blank lines of .jsonl files are skipped.
+    """
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8", newline="\n") as lines:
         for number, line in enumerate(lines, 1):
             line = line.rstrip("\r\n")
             if not jsonl:
@@ -63,6 +69,7 @@ def read_texts(path: Path, field: str = "text") -> Iterator[str]:
 
 
 def count_texts(path: Path, field: str = "text") -> int:
+    """How many texts :func:`read_texts` yields, without decoding a .txt file."""
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return sum(1 for _ in read_texts(path, field))
     with path.open("rb") as data:
@@ -70,6 +77,35 @@ def count_texts(path: Path, field: str = "text") -> int:
         data.seek(max(0, data.tell() - 1))
         ends_open = data.tell() > 0 and data.read(1) != b"\n"
     return count + int(ends_open)
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices in batches of ``batch_size``, shortest first, so that each request the server
+    gets holds texts of about one length (little padding). Stable: equal lengths keep order."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class RowsInOrder:
+    """Sentence vectors of length-sorted batches put back in input order: (count, width)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.rows: np.ndarray | None = None
+
+    def add(self, positions: list[int], result: Any) -> None:
+        vectors = result.sentence_embedding
+        if vectors is None or vectors.ndim != 2:
+            raise ValueError("bulk embedding needs one sentence vector per text")
+        if self.rows is None:
+            self.rows = np.full((self.count, vectors.shape[1]), np.nan, dtype=np.float32)
+        self.rows[positions] = vectors
+
+    def result(self, width: int = 0) -> np.ndarray:
+        """The rows; ``width`` wide when none was added (rows without a vector are NaN)."""
+        if self.rows is None:
+            self.rows = np.full((self.count, width), np.nan, dtype=np.float32)
+        return self.rows
 
 
 class Progress:
@@ -104,6 +140,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+@dataclass(eq=False)
+class _Window:
+    """``read_ahead`` consecutive texts: sent as length-sorted batches, written in input
+    order once every batch is back."""
+
+    start: int  # row of the first text
+    size: int
+    batches: list[list[int]]  # positions in the window, shortest texts first; blank texts
+    # are never sent and keep their NaN rows
+    rows: RowsInOrder
+    answered: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.answered == len(self.batches)
+
+
 def embed_file(
     client: Any,
     input_path: Path,
@@ -112,13 +165,17 @@ def embed_file(
     field: str = "text",
     batch_size: int = 32,
     window: int = 8,
+    read_ahead: int = 4096,
     progress: bool = True,
     **options: Any,
 ) -> int:
     """Embed every text of ``input_path`` into ``output_path`` (rows in input order).
 
-    ``options`` go to ``Client.embed_stream`` and must give one sentence vector per
-    text. Returns the number of rows written.
+    Texts are read ``read_ahead`` at a time, sorted by length and sent over one EmbedStream
+    as batches of ``batch_size`` similar lengths (``window`` in flight), then written back in
+    input order: the server computes little padding however the file is ordered. A blank
+    text gets a row of NaN (it has no embedding). ``options`` go to ``Client.embed_stream``
+    and must give one sentence vector per text. Returns the number of rows written.
     """
     suffix = output_path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
@@ -128,75 +185,122 @@ def embed_file(
             import pyarrow  # noqa: F401
         except ModuleNotFoundError:
             raise ModuleNotFoundError(PYARROW_HINT, name="pyarrow") from None
-    if batch_size < 1:
-        raise ValueError("batch size must be at least 1")
+    if batch_size < 1 or read_ahead < 1:
+        raise ValueError("batch size and read-ahead must be at least 1")
     stat = input_path.stat()
     job = BulkJob(str(input_path.resolve()), stat.st_size, stat.st_mtime_ns, field, options)
     partial = output_path.with_name(output_path.name + ".partial")
     sidecar = output_path.with_name(output_path.name + ".progress.json")
     total = count_texts(input_path, field)
-    done, width = _resume(job, partial, sidecar)
+    done, answered_by = _resume(job, partial, sidecar)
     bar = Progress(total, done) if progress else None
+    # windows whose batches were handed to the stream, oldest first (appended by the
+    # stream's sending thread, taken here: deque appends and pops are thread-safe)
+    sent: deque[_Window] = deque()
 
-    def batches() -> Iterator[list[str]]:
-        batch: list[str] = []
+    def batches(resume_at: int = done) -> Iterator[list[str]]:
+        texts: list[str] = []
+        start = resume_at
         for index, text in enumerate(read_texts(input_path, field)):
-            if index < done:
+            if index < resume_at:
                 continue
-            batch.append(text)
-            if len(batch) == batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            texts.append(text)
+            if len(texts) == read_ahead:
+                yield from plan(start, texts)
+                start, texts = start + len(texts), []
+        if texts:
+            yield from plan(start, texts)
+
+    def plan(start: int, texts: list[str]) -> Iterator[list[str]]:
+        kept = [i for i, text in enumerate(texts) if text.strip()]
+        groups = sorted_batches([len(texts[i]) for i in kept], batch_size)
+        groups = [[kept[i] for i in group] for group in groups]
+        sent.append(_Window(start, len(texts), groups, RowsInOrder(len(texts))))
+        for group in groups:
+            yield [texts[i] for i in group]
 
     with partial.open("ab") as rows:
+
+        def write_finished() -> None:
+            """Write out the windows at the head of the line that are complete."""
+            nonlocal done
+            while sent and sent[0].complete and answered_by:
+                finished = sent.popleft()
+                rows.write(finished.rows.result(width=answered_by["width"]).tobytes())
+                rows.flush()
+                os.fsync(rows.fileno())
+                done += finished.size
+                # the sidecar is renamed into place after the rows are on disk: it never
+                # claims rows the partial file lacks
+                _write_json(sidecar, {"job": job.key(), "rows": done, **answered_by})
+                if bar:
+                    bar.update(finished.size)
+
         for result in client.embed_stream(batches(), window=window, **options):
-            vectors = result.sentence_embedding
-            if vectors is None or vectors.ndim != 2:
-                raise ValueError("bulk embedding needs one sentence vector per text")
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            if width is None:
-                width = vectors.shape[1]
-            rows.write(vectors.tobytes())
-            rows.flush()
-            os.fsync(rows.fileno())
-            done += len(vectors)
-            # The sidecar is renamed into place after the rows are on disk: it never
-            # claims rows the partial file lacks.
-            _write_json(sidecar, {"job": job.key(), "rows": done, "width": width})
-            if bar:
-                bar.update(len(vectors))
+            current = next(w for w in sent if not w.complete)  # answers come in order
+            current.rows.add(current.batches[current.answered], result)
+            current.answered += 1
+            answered_by = _check_same_model(answered_by, result, partial)
+            write_finished()
+        write_finished()
     if bar:
         bar.update(0, final=True)
     if done != total:
+        if total and not answered_by:
+            raise ValueError(f"{input_path}: every text is blank; nothing to embed")
         raise RuntimeError(f"embedded {done} rows but the input has {total}")
-    _finish(partial, output_path, done, width or 0)
+    _finish(partial, output_path, done, answered_by.get("width", 0))
     sidecar.unlink(missing_ok=True)
     partial.unlink(missing_ok=True)
     return done
 
 
-def _resume(job: BulkJob, partial: Path, sidecar: Path) -> tuple[int, int | None]:
-    """Rows already embedded by an earlier run of this same job (and the vector width)."""
+def _check_same_model(answered_by: dict[str, Any], result: Any, partial: Path) -> dict[str, Any]:
+    """The model, variant and width of the rows so far; a resumed job must keep them."""
+    now = {
+        "model": result.model,
+        "variant": result.variant,
+        "width": int(result.sentence_embedding.shape[1]),
+    }
+    if answered_by and answered_by != now:
+        raise ValueError(
+            f"{partial} holds rows of {answered_by['model']}/{answered_by['variant']} "
+            f"({answered_by['width']} wide) but the server now answers with "
+            f"{now['model']}/{now['variant']} ({now['width']} wide): pass the same --model "
+            f"and --variant as before, or delete {partial.name} to start over"
+        )
+    return now
+
+
+def _resume(job: BulkJob, partial: Path, sidecar: Path) -> tuple[int, dict[str, Any]]:
+    """Rows already embedded by an earlier run of this same job, and by what model."""
     if sidecar.is_file() and partial.is_file():
         state = json.loads(sidecar.read_text())
-        if state.get("job") == job.key():
+        if state.get("job") == job.key() and {"model", "variant", "width"} <= set(state):
             rows, width = int(state["rows"]), int(state["width"])
             # Rows appended after the sidecar's last update are dropped and recomputed.
             with partial.open("r+b") as data:
                 data.truncate(rows * width * 4)
-            return rows, width
+            return rows, {k: state[k] for k in ("model", "variant", "width")}
         print(f"{sidecar.name}: a different input or options: starting over", file=sys.stderr)
     partial.unlink(missing_ok=True)
     sidecar.unlink(missing_ok=True)
-    return 0, None
+    return 0, {}
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """Replace ``path`` atomically and durably: written, fsynced, renamed, directory fsynced."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data))
+    with tmp.open("w") as file:
+        file.write(json.dumps(data))
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _finish(partial: Path, output: Path, rows: int, width: int) -> None:

@@ -21,6 +21,7 @@ PARTS = (
     "bertserve.server.cli",
     "bertserve.client.commands",
     "bertserve.train.cli",
+    "bertserve.bench.cli",
 )
 
 

@@ -1,4 +1,4 @@
-"""The client's sub-commands: embed, classify, tokenize, info, models, health, bench."""
+"""The client's sub-commands: embed, classify, tokenize, info, models, health."""
 
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--output", "-o", type=Path, help="file to write (bulk: .npy or .parquet)")
     embed.add_argument("--batch-size", type=int, default=32, help="bulk: texts per request")
     embed.add_argument("--window", type=int, default=8, help="bulk: requests in flight")
+    embed.add_argument(
+        "--read-ahead",
+        type=int,
+        default=4096,
+        help="bulk: texts read and sorted by length at a time (less padding; rows stay in order)",
+    )
     embed.add_argument("--no-progress", action="store_true", help="bulk: no progress bar")
     embed.set_defaults(run=run_embed, extra="")
 
@@ -99,10 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _connection(health)
     health.add_argument("--service", default="", help="a service name ('' = the whole server)")
     health.set_defaults(run=run_health, extra="")
-
-    from .bench import register as register_bench
-
-    register_bench(subparsers)
 
 
 def make_client(args: argparse.Namespace) -> Any:
@@ -203,6 +205,7 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 field=args.field,
                 batch_size=args.batch_size,
                 window=args.window,
+                read_ahead=args.read_ahead,
                 progress=not args.no_progress,
                 **options,
             )
@@ -319,6 +322,7 @@ def _model_text(m: Any) -> str:
         f"  max_length {m.max_length}, vocab {m.vocab_size}, "
         f"{'uncased' if m.lowercase else 'cased'}, default pooling {m.default_pooling}",
         f"  variants: {variants} (default {m.default_variant})",
+        *([f"  default because: {m.default_variant_reason}"] if m.default_variant_reason else []),
         f"  source: {m.source}",
     ]
     if m.random_weights:

@@ -171,6 +171,7 @@ class ModelInfo:
     variants: list[VariantInfo]
     labels: list[str]
     is_default: bool
+    default_variant_reason: str = ""  # configured, the device's default, or measured faster
 
     @classmethod
     def from_pb(cls, info: pb.ModelInfo) -> ModelInfo:
@@ -188,6 +189,7 @@ class ModelInfo:
             source=info.source,
             default_pooling=POOLING_NAMES.get(info.default_pooling, ""),
             default_variant=info.default_variant,
+            default_variant_reason=info.default_variant_reason,
             variants=[
                 VariantInfo(v.name, v.precision, v.execution_provider, v.loaded, v.size_bytes)
                 for v in info.variants

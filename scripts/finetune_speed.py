@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import torch
-from bertserve.client.bench import cpu_description
+from bertserve.bench.load import cpu_description
 from bertserve.export.sources import resolve
 from bertserve.train.data import load_dataset
 from bertserve.train.finetune import collate, epoch_batches, load_base

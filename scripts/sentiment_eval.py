@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 import torch
+from bertserve.bench.load import cpu_description
 from bertserve.client import Client
-from bertserve.client.bench import cpu_description
 from bertserve.export.validate import LabelledTexts, softmax, torch_logits
 from bertserve.train.data import load_dataset
 from bertserve.train.probe import tfidf_baseline, training_rows

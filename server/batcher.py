@@ -1,17 +1,26 @@
 """A dynamic batcher that knows no model: it gathers sequences from concurrent requests into
-batches and runs them with a given function on worker threads.
+batches chosen by what they cost, and runs them with a given function on worker threads.
 
-- A batch holds at most ``max_batch_size`` sequences and ``max_batch_tokens`` padded tokens
-  (longest x count, since the model computes the padding too).
-- After the oldest waiting sequence arrived it waits at most ``max_queue_delay_ms`` for more,
-  only while more could still fit, and only under concurrent load (the previous batch served
-  more than one request), so a lone caller never waits; while every worker is busy it keeps
-  gathering, so the next batch forms while one runs.
-- The oldest waiting sequence always goes into the next batch (nobody starves); the rest come
-  from a bounded window of the oldest, nearest in length first, so padding stays small.
-- A request is split into sequences and its results are reassembled in order.
-- A cancelled or expired request is dropped from the queue and never computed; a failed batch
-  fails only its own callers and the loop goes on.
+- **Cost-aware.** On a CPU inference time follows computed tokens, padding included, so a
+  bigger batch buys little and padding is pure loss; on a GPU each run has a large fixed cost,
+  so bigger batches pay. A :class:`CostModel` (fixed cost per batch + cost per padded token,
+  growing with length for attention; measured by the server at warm-up) prices a batch, and
+  :func:`plan_batches` cuts the length-sorted window of waiting sequences into the batches
+  that cost least in total: a small dynamic programme.
+- **Fair.** Waiting requests are served round-robin: the request that has waited longest since
+  it was last served anchors the next batch (its shortest waiting sequence is in it), and each
+  request puts at most its share of the window into a batch. A small request waits about one
+  batch behind a big one, never the big one's whole run; nobody starves.
+- **Bounded.** The queue holds at most ``max_queue_requests`` requests,
+  ``max_queue_sequences`` sequences and ``max_queue_tokens`` tokens; beyond, RESOURCE_EXHAUSTED.
+  Forming a batch looks only at a window of ``length_window`` sequences: a request's sequences
+  are sorted once (numpy) when it arrives, so scheduling costs O(log n) per sequence however
+  much is queued.
+- After the anchor arrived it waits at most ``max_queue_delay_ms`` for more, only while more
+  could still join and only under concurrent load (the previous batch served more than one
+  request), so a lone caller never waits.
+- A request's results are reassembled in its order. A cancelled or expired request leaves the
+  queue at once and is never computed; a failed batch fails only its own callers.
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 from bertserve.server.config import BatchSettings
-from bertserve.server.errors import DeadlineExceeded, Overloaded, Unavailable
+from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +49,101 @@ class BatchObserver(Protocol):
     ) -> None: ...
     def queued(self, seconds: float) -> None: ...
     def dropped(self, reason: str, sequences: int) -> None: ...
-    def depth(self, requests: int) -> None: ...
+    def depth(self, requests: int, sequences: int, tokens: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds to run one padded batch of ``size`` sequences of ``length`` tokens:
+    ``overhead_s + size * length * (per_token_s + per_token_length_s * length)``.
+
+    The defaults are of a 6-layer, 384-wide BERT on two CPU cores; the server fits the model
+    of each variant on the device it runs on (:meth:`fit`).
+    """
+
+    overhead_s: float = 1e-3
+    per_token_s: float = 1.8e-4
+    per_token_length_s: float = 1e-7  # attention: each token attends to every other
+
+    def seconds(self, size: int, length: int) -> float:
+        return self.overhead_s + size * length * (
+            self.per_token_s + self.per_token_length_s * length
+        )
+
+    @classmethod
+    def fit(cls, samples: Sequence[tuple[int, int, float]]) -> CostModel:
+        """Least squares over measured (size, length, seconds); no coefficient below zero."""
+        size, length, seconds = np.asarray(samples, dtype=np.float64).T
+        tokens = size * length
+        columns = [np.ones_like(tokens), tokens, tokens * length]
+        keep = [0, 1, 2]
+        while True:
+            coefficients, *_ = np.linalg.lstsq(
+                np.stack([columns[k] for k in keep], axis=1), seconds, rcond=None
+            )
+            negative = [k for k, c in zip(keep, coefficients, strict=True) if c < 0 and k != 1]
+            if not negative:
+                break
+            keep.remove(negative[0])  # a term the noise made negative is taken as zero
+        values = dict.fromkeys(range(3), 0.0)
+        values.update(zip(keep, (float(c) for c in coefficients), strict=True))
+        return cls(max(values[0], 0.0), max(values[1], 1e-9), max(values[2], 0.0))
+
+    def describe(self) -> str:
+        return (
+            f"{self.overhead_s * 1e3:.2f} ms a batch + {self.per_token_s * 1e6:.1f} us a token "
+            f"+ {self.per_token_length_s * 1e9:.2f} ns a token per token of length"
+        )
+
+
+def plan_batches(
+    lengths: Sequence[int], cost: CostModel, max_size: int, max_tokens: int
+) -> list[int]:
+    """The cheapest way to cut ``lengths`` (sorted ascending) into consecutive batches of at
+    most ``max_size`` sequences and ``max_tokens`` padded tokens: the end index of each batch.
+
+    Dynamic programme: ``best[i]``, the cheapest cost of the first ``i`` sequences, is the
+    minimum over ``j`` of ``best[j] + cost.seconds(i - j, lengths[i - 1])`` (sorted, so the
+    last is the longest). That cost obeys the quadrangle inequality (the per-sequence cost
+    grows with ``i``), so the best ``j`` never moves left as ``i`` grows: each search starts
+    where the previous one ended, which keeps a 256-sequence window well under a millisecond.
+    """
+    n = len(lengths)
+    if n <= 1:
+        return [n] if n else []
+    overhead, per_token, per_token_length = (
+        cost.overhead_s,
+        cost.per_token_s,
+        cost.per_token_length_s,
+    )
+    best = [0.0] * (n + 1)
+    start = [0] * (n + 1)
+    # among (nearly) equal costs prefer the last j, so that batches fill from the shortest end
+    tie = (overhead + per_token) * 1e-9
+    chosen, lowest, previous_length = 0, 0.0, -1
+    for i in range(1, n + 1):
+        length = int(lengths[i - 1])
+        per_sequence = length * (per_token + per_token_length * length)
+        low = i - max(1, min(max_size, max_tokens // max(length, 1), i))
+        if length == previous_length and low <= chosen:
+            first = i - 1  # same length: the earlier candidates are priced as before
+        else:
+            chosen = max(low, chosen)
+            lowest = best[chosen] - chosen * per_sequence
+            first = chosen + 1
+        for j in range(first, i):
+            value = best[j] - j * per_sequence
+            if value <= lowest + tie:
+                chosen, lowest = j, value
+        best[i] = lowest + i * per_sequence + overhead
+        start[i] = chosen
+        previous_length = length
+    ends = []
+    i = n
+    while i > 0:
+        ends.append(i)
+        i = start[i]
+    return ends[::-1]
 
 
 @dataclass
@@ -54,32 +158,46 @@ class BatchedResult:
 
 @dataclass(eq=False)
 class _Request:
+    """One caller's sequences; those still waiting are ``front`` then ``order[cursor:]``,
+    shortest first."""
+
     future: asyncio.Future
-    results: list[Any]
-    remaining: int
-    queued: int  # sequences not yet taken into a batch
+    payloads: Sequence[Any]
+    lengths: np.ndarray
+    order: np.ndarray  # indices by length, shortest first (stable)
+    arrived: float  # loop.time()
     submitted_ns: int
-    deadline: float | None  # loop.time()
+    deadline: float | None
+    results: list[Any]
+    remaining: int  # sequences without a result yet
+    waiting: int  # sequences not yet taken into a batch
+    waiting_tokens: int
+    cursor: int = 0
+    front: list[int] = field(default_factory=list)  # seen by a window, not taken
     first_start_ns: int | None = None
     inference_ns: int = 0
     computed_tokens: int = 0
     batches: set[int] = field(default_factory=set)
 
-    def dead(self, now: float) -> str | None:
-        if self.future.done():
-            return "cancelled"
-        if self.deadline is not None and now >= self.deadline:
-            return "deadline"
-        return None
+    def peek(self, count: int) -> list[int]:
+        """The ``count`` shortest waiting sequences (indices)."""
+        more = max(0, count - len(self.front))
+        return self.front[:count] + self.order[self.cursor : self.cursor + more].tolist()
+
+    def take(self, peeked: list[int], taken: set[int]) -> None:
+        """``taken`` of the ``peeked`` sequences went into a batch; the rest stay in front."""
+        from_order = len(peeked) - len(self.front[: len(peeked)])
+        self.front = [i for i in peeked if i not in taken] + self.front[len(peeked) :]
+        self.cursor += from_order
+        self.waiting -= len(taken)
+        self.waiting_tokens -= int(sum(int(self.lengths[i]) for i in taken))
 
 
 @dataclass(eq=False)
 class _Entry:
     request: _Request
     index: int
-    payload: Any
     length: int
-    arrived: float  # loop.time()
 
 
 class Batcher:
@@ -94,15 +212,18 @@ class Batcher:
         workers: int = 1,
         name: str = "batcher",
         observer: BatchObserver | None = None,
+        cost: CostModel | None = None,
     ) -> None:
         self._run_batch = run_batch
         self.settings = settings
+        self.cost = cost or CostModel()
         self.name = name
         self._observer = observer
-        self._workers = workers
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"infer-{name}")
-        self._pending: list[_Entry] = []
-        self._waiting_requests = 0
+        # waiting requests in service order: the first anchors the next batch (dicts keep order)
+        self._queue: dict[_Request, None] = {}
+        self._queued_sequences = 0
+        self._queued_tokens = 0
         self._free_workers = workers
         self._changed = asyncio.Event()
         self._running: set[asyncio.Task] = set()
@@ -119,23 +240,70 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         """Requests that still have sequences waiting."""
-        return self._waiting_requests
+        return len(self._queue)
+
+    @property
+    def queued_sequences(self) -> int:
+        return self._queued_sequences
+
+    @property
+    def running_batches(self) -> int:
+        return len(self._running)
+
+    def admit(self, count: int, tokens: int = 0) -> None:
+        """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now
+        (callers check before tokenizing; ``submit`` checks again with the tokens)."""
+        settings = self.settings
+        if self._closing:
+            raise Unavailable(f"{self.name}: the server is shutting down; retry on another replica")
+        for what, size, limit in (
+            ("sequences", count, settings.max_queue_sequences),
+            ("tokens", tokens, settings.max_queue_tokens),
+        ):
+            if size > limit:
+                raise InvalidArgument(
+                    f"{count} sequences of {tokens} tokens in one request: more {what} than "
+                    f"{self.name} queues at once ({limit:,}); send at most that many per request, "
+                    "e.g. split it over EmbedStream"
+                )
+        full = (
+            (
+                len(self._queue) >= settings.max_queue_requests,
+                "requests",
+                settings.max_queue_requests,
+            ),
+            (
+                self._queued_sequences + count > settings.max_queue_sequences,
+                "sequences",
+                settings.max_queue_sequences,
+            ),
+            (
+                self._queued_tokens + tokens > settings.max_queue_tokens,
+                "tokens",
+                settings.max_queue_tokens,
+            ),
+        )
+        for over, what, limit in full:
+            if over:
+                raise Overloaded(
+                    f"{self.name}: queue full (at most {limit:,} {what} wait); retry later with "
+                    "backoff, or on another replica"
+                )
 
     async def submit(
         self, payloads: Sequence[Any], lengths: Sequence[int], timeout: float | None = None
     ) -> BatchedResult:
         """Queue one request's sequences and await their results (in order).
 
-        Raises Overloaded when the queue is full, Unavailable while closing, DeadlineExceeded
-        when ``timeout`` seconds pass before it is computed, and whatever run_batch raised.
+        Raises Overloaded when the queue is full, InvalidArgument when the request alone is
+        larger than the queue, Unavailable while closing, DeadlineExceeded when ``timeout``
+        seconds pass before it is computed, and whatever run_batch raised.
         """
-        if self._closing:
-            raise Unavailable(f"{self.name}: the server is shutting down; retry on another replica")
-        if self._waiting_requests >= self.settings.max_queue_requests:
-            raise Overloaded(
-                f"{self.name}: queue full ({self.settings.max_queue_requests} requests waiting); "
-                "retry later or with backoff"
-            )
+        sizes = np.asarray(lengths, dtype=np.int64)
+        if sizes.shape != (len(payloads),):
+            raise ValueError(f"{len(payloads)} payloads but {sizes.shape} lengths")
+        tokens = int(sizes.sum())
+        self.admit(len(payloads), tokens)
         if not payloads:
             return BatchedResult([], 0, 0, 0)
         self.start()
@@ -143,37 +311,55 @@ class Batcher:
         now = loop.time()
         request = _Request(
             future=loop.create_future(),
-            results=[None] * len(payloads),
-            remaining=len(payloads),
-            queued=len(payloads),
+            payloads=payloads,
+            lengths=sizes,
+            order=np.argsort(sizes, kind="stable"),
+            arrived=now,
             submitted_ns=time.monotonic_ns(),
             deadline=None if timeout is None else now + timeout,
+            results=[None] * len(payloads),
+            remaining=len(payloads),
+            waiting=len(payloads),
+            waiting_tokens=tokens,
         )
-        for index, (payload, length) in enumerate(zip(payloads, lengths, strict=True)):
-            self._pending.append(_Entry(request, index, payload, int(length), now))
-        self._waiting_requests += 1
+        self._queue[request] = None
+        self._queued_sequences += request.waiting
+        self._queued_tokens += tokens
         self._report_depth()
         self._changed.set()
         try:
             if request.deadline is None:
                 await request.future
             else:
-                # the loop also drops expired entries; this wakes the caller on time
                 await asyncio.wait_for(asyncio.shield(request.future), timeout)
         except TimeoutError:
-            request.future.cancel()
-            self._changed.set()
+            self._discard(request, "deadline")
             raise DeadlineExceeded(
                 f"{self.name}: the deadline passed before the request was computed"
             ) from None
-        except asyncio.CancelledError:
-            request.future.cancel()  # the loop drops its waiting sequences
-            self._changed.set()
+        except BaseException:
+            # cancelled, or one of its batches failed: what still waits is never computed
+            self._discard(request, "cancelled")
             raise
         queue_ns = (request.first_start_ns or request.submitted_ns) - request.submitted_ns
         return BatchedResult(
             request.results, queue_ns, request.inference_ns, request.computed_tokens
         )
+
+    def _discard(self, request: _Request, reason: str) -> None:
+        """A request whose caller left: its waiting sequences leave the queue uncomputed."""
+        if not request.future.done():
+            request.future.cancel()
+        if request in self._queue:
+            del self._queue[request]
+            self._queued_sequences -= request.waiting
+            self._queued_tokens -= request.waiting_tokens
+            if self._observer:
+                self._observer.dropped(reason, request.waiting)
+            log.info("%s: dropped %d waiting sequences (%s)", self.name, request.waiting, reason)
+            request.waiting = request.waiting_tokens = 0
+            self._report_depth()
+            self._changed.set()
 
     async def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, finish the queued and running ones (within ``timeout``), stop."""
@@ -181,17 +367,18 @@ class Batcher:
         self._changed.set()
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
-        while self._pending or self._running:
+        while self._queue or self._running:
             if end is not None and loop.time() >= end:
                 break
             await asyncio.sleep(0.01)
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        for entry in self._pending:
-            if not entry.request.future.done():
-                entry.request.future.set_exception(Unavailable(f"{self.name}: shut down"))
-        self._pending.clear()
+        for request in list(self._queue):
+            if not request.future.done():
+                request.future.set_exception(Unavailable(f"{self.name}: shut down"))
+        self._queue.clear()
+        self._queued_sequences = self._queued_tokens = 0
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -216,18 +403,14 @@ class Batcher:
     async def _form_batch(self) -> list[_Entry]:
         loop = asyncio.get_running_loop()
         while True:
-            self._drop_dead(loop.time())
             timeout = None
-            if self._pending and self._free_workers <= 0:
-                # every worker busy: gather, and wake when one frees or a deadline passes
-                timeout = self._nearest_deadline(loop.time())
-            elif self._pending:
-                batch, full = self._select()
-                waited = loop.time() - self._pending[0].arrived
-                remaining = self.settings.max_queue_delay_ms / 1000 - waited
+            if self._queue and self._free_workers > 0:
+                anchor = next(iter(self._queue))
+                batch, full, peeked = self._select()
+                remaining = self.settings.max_queue_delay_ms / 1000 - (loop.time() - anchor.arrived)
                 waiting_helps = self._concurrent_load and remaining > 0 and not self._closing
                 if full or not waiting_helps:
-                    self._take(batch)
+                    self._take(batch, peeked)
                     return batch
                 timeout = remaining
             self._changed.clear()
@@ -236,67 +419,89 @@ class Batcher:
             except TimeoutError:
                 pass
 
-    def _nearest_deadline(self, now: float) -> float | None:
-        deadlines = [e.request.deadline for e in self._pending if e.request.deadline is not None]
-        return max(0.0, min(deadlines) - now) if deadlines else None
-
-    def _select(self) -> tuple[list[_Entry], bool]:
-        """The next batch from the window, and whether it is full (waiting cannot grow it)."""
-        settings = self.settings
-        window = self._pending[: settings.length_window]
-        oldest = window[0]
-        chosen = [oldest]
-        longest = oldest.length
-        full = len(self._pending) > len(window)
-        for entry in sorted(window[1:], key=lambda e: abs(e.length - oldest.length)):
-            if len(chosen) >= settings.max_batch_size:
-                full = True
+    def _window(self) -> dict[_Request, list[int]]:
+        """Each waiting request's share of the window, in service order: its shortest
+        waiting sequences."""
+        size = self.settings.length_window
+        share = max(1, size // len(self._queue))
+        counts: dict[_Request, int] = {}
+        room = size
+        for request in self._queue:
+            counts[request] = take = min(request.waiting, share, room)
+            room -= take
+            if room == 0:
                 break
-            new_longest = max(longest, entry.length)
-            if new_longest * (len(chosen) + 1) > settings.max_batch_tokens:
-                full = True
-                continue
-            chosen.append(entry)
-            longest = new_longest
-        if (
-            len(chosen) >= settings.max_batch_size
-            or longest * (len(chosen) + 1) > settings.max_batch_tokens
-        ):
-            full = True
-        return chosen, full
+        if room:  # what the small requests left over goes to the big ones, in order
+            for request in counts:
+                extra = min(request.waiting - counts[request], room)
+                counts[request] += extra
+                room -= extra
+                if room == 0:
+                    break
+        return {request: request.peek(count) for request, count in counts.items()}
 
-    def _take(self, batch: list[_Entry]) -> None:
-        taken = set(map(id, batch))
-        self._pending = [e for e in self._pending if id(e) not in taken]
-        for entry in batch:
-            entry.request.queued -= 1
-            if entry.request.queued == 0:
-                self._waiting_requests -= 1
-        self._report_depth()
-
-    def _drop_dead(self, now: float) -> None:
-        dead = [e for e in self._pending if e.request.dead(now)]
-        if not dead:
-            return
-        self._take(dead)
-        for entry in dead:
-            reason = entry.request.dead(now) or "cancelled"
-            if reason == "deadline" and not entry.request.future.done():
-                entry.request.future.set_exception(
-                    DeadlineExceeded(f"{self.name}: the deadline passed while the request waited")
-                )
-            if self._observer:
-                self._observer.dropped(reason, 1)
-        log.info(
-            "%s: dropped %d waiting sequences of cancelled or expired requests",
-            self.name,
-            len(dead),
+    def _select(self) -> tuple[list[_Entry], bool, dict[_Request, list[int]]]:
+        """The next batch, whether it is full (waiting cannot grow it), and the window."""
+        settings = self.settings
+        peeked = self._window()
+        # the anchor's shortest waiting sequence sorts first among equal lengths
+        window = [
+            _Entry(request, index, int(request.lengths[index]))
+            for request, indices in peeked.items()
+            for index in indices
+        ]
+        window.sort(key=lambda entry: entry.length)  # stable: service order breaks ties
+        lengths = [entry.length for entry in window]
+        ends = plan_batches(lengths, self.cost, settings.max_batch_size, settings.max_batch_tokens)
+        anchor = next(iter(peeked))
+        anchor_index = next(i for i, e in enumerate(window) if e.request is anchor)
+        begin = 0
+        for end in ends:
+            if anchor_index < end:
+                break
+            begin = end
+        batch = window[begin:end]
+        longest = batch[-1].length
+        full = (
+            len(batch) >= settings.max_batch_size
+            or (len(batch) + 1) * longest > settings.max_batch_tokens
+            or self._queued_sequences > len(window)
         )
+        if log.isEnabledFor(logging.DEBUG):
+            real = sum(lengths[begin:end])
+            log.debug(
+                "%s: batch of %d x %d (padding %.3f, est. %.1f ms) from a window of %d "
+                "sequences of %d requests cut into %d batches; %d sequences queued; cost: %s",
+                self.name,
+                len(batch),
+                longest,
+                len(batch) * longest / max(real, 1),
+                self.cost.seconds(len(batch), longest) * 1e3,
+                len(window),
+                len(peeked),
+                len(ends),
+                self._queued_sequences,
+                self.cost.describe(),
+            )
+        return batch, full, peeked
+
+    def _take(self, batch: list[_Entry], peeked: dict[_Request, list[int]]) -> None:
+        taken: dict[_Request, set[int]] = {}
+        for entry in batch:
+            taken.setdefault(entry.request, set()).add(entry.index)
+        for request, indices in taken.items():
+            request.take(peeked[request], indices)
+            del self._queue[request]
+            if request.waiting:
+                self._queue[request] = None  # served: to the back of the line
+        self._queued_sequences -= len(batch)
+        self._queued_tokens -= sum(entry.length for entry in batch)
+        self._report_depth()
 
     async def _run(self, batch: list[_Entry]) -> None:
         loop = asyncio.get_running_loop()
         batch_id = next(self._batch_ids)
-        self._concurrent_load = len({id(e.request) for e in batch}) > 1
+        self._concurrent_load = len({id(e.request) for e in batch}) > 1 or bool(self._queue)
         start_ns = time.monotonic_ns()
         for entry in batch:
             request = entry.request
@@ -306,7 +511,9 @@ class Batcher:
                     self._observer.queued((start_ns - request.submitted_ns) / 1e9)
         try:
             results = await loop.run_in_executor(
-                self._executor, self._run_batch, [e.payload for e in batch]
+                self._executor,
+                self._run_batch,
+                [e.request.payloads[e.index] for e in batch],
             )
             if len(results) != len(batch):
                 raise RuntimeError(
@@ -322,7 +529,7 @@ class Batcher:
             self._free_workers += 1
             self._changed.set()
         elapsed_ns = time.monotonic_ns() - start_ns
-        longest = max(e.length for e in batch)
+        longest = batch[-1].length
         self.computed_sequences += len(batch)
         if self._observer:
             real = sum(e.length for e in batch)
@@ -342,4 +549,4 @@ class Batcher:
 
     def _report_depth(self) -> None:
         if self._observer:
-            self._observer.depth(self._waiting_requests)
+            self._observer.depth(len(self._queue), self._queued_sequences, self._queued_tokens)

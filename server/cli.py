@@ -33,6 +33,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), help="execution device (default cpu)")
     parser.add_argument("--default-model", help="model answered when a request names none")
     parser.add_argument(
+        "--variant",
+        action="append",
+        metavar="MODEL=VARIANT",
+        help="a model's default variant, e.g. minilm=int8 (repeatable; default: int8 where it "
+        "passed validation and runs faster on this CPU, else fp32-opt; fp16 on CUDA)",
+    )
+    parser.add_argument(
         "--instances", type=int, help="onnxruntime sessions per model variant (default 1)"
     )
     parser.add_argument(
@@ -47,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--max-queue-requests", type=int, help="waiting requests before RESOURCE_EXHAUSTED"
+    )
+    parser.add_argument(
+        "--max-queue-sequences", type=int, help="waiting sequences before RESOURCE_EXHAUSTED"
+    )
+    parser.add_argument(
+        "--max-queue-tokens", type=int, help="waiting tokens before RESOURCE_EXHAUSTED"
     )
     parser.add_argument(
         "--grace-period", type=float, help="seconds to finish in-flight work on SIGTERM"
@@ -70,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics_port": args.metrics_port,
         "device": args.device,
         "default_model": args.default_model,
+        "variants": args.variant,
         "instances": args.instances,
         "intra_op_threads": args.intra_op_threads,
         "grace_period_s": args.grace_period,
@@ -83,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             "max_batch_size": args.max_batch_size,
             "max_queue_delay_ms": args.max_queue_delay_ms,
             "max_queue_requests": args.max_queue_requests,
+            "max_queue_sequences": args.max_queue_sequences,
+            "max_queue_tokens": args.max_queue_tokens,
         }
         batch_flags = {k: v for k, v in batch_flags.items() if v is not None}
         if batch_flags:

@@ -25,15 +25,25 @@ class BatchSettings:
     max_batch_tokens: int = 8192
     max_batch_size: int = 64
     max_queue_delay_ms: float = 2.0
-    # Bounded queue: requests waiting beyond this are refused with RESOURCE_EXHAUSTED, so
-    # memory stays bounded under load.
+    # Bounded queue: requests, sequences and tokens waiting beyond these are refused with
+    # RESOURCE_EXHAUSTED, so memory and waiting time stay bounded under load; a single
+    # request larger than the queue is INVALID_ARGUMENT.
     max_queue_requests: int = 1024
-    # How many of the oldest waiting sequences the batcher looks at when it groups by
-    # length: the oldest always goes first, so nobody starves.
+    max_queue_sequences: int = 32768
+    max_queue_tokens: int = 1 << 20
+    # How many waiting sequences the batcher weighs when it cuts the next batch: every
+    # waiting request gets its share, shortest sequences first.
     length_window: int = 256
 
     def validate(self, where: str) -> None:
-        for name in ("max_batch_tokens", "max_batch_size", "max_queue_requests", "length_window"):
+        for name in (
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_queue_requests",
+            "max_queue_sequences",
+            "max_queue_tokens",
+            "length_window",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name}={getattr(self, name)!r}: must be at least 1")
         if self.max_queue_delay_ms < 0:
@@ -95,6 +105,17 @@ def _batch_from(data: Mapping[str, Any], base: BatchSettings, where: str) -> Bat
     return dataclasses.replace(base, **data)
 
 
+def parse_variants(pairs: list[str]) -> dict[str, str]:
+    """``["minilm=int8", ...]`` -> ``{"minilm": "int8"}``; ValueError naming a bad pair."""
+    variants = {}
+    for pair in ",".join(pairs).split(","):
+        model, _, variant = pair.strip().partition("=")
+        if not model or not variant:
+            raise ValueError(f"--variant {pair!r}: expected MODEL=VARIANT, e.g. minilm=int8")
+        variants[model] = variant
+    return variants
+
+
 def _env(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     converters = {
@@ -109,6 +130,9 @@ def _env(environ: Mapping[str, str]) -> dict[str, Any]:
         "GRACE_PERIOD": ("grace_period_s", float),
         "LOG_LEVEL": ("log_level", str),
     }
+    raw = environ.get("BERTSERVE_VARIANTS")
+    if raw:
+        values["variants"] = parse_variants([raw])
     for suffix, (name, convert) in converters.items():
         raw = environ.get(f"BERTSERVE_{suffix}")
         if raw:
@@ -150,6 +174,8 @@ def load_config(
         values.update(data)
     values.update(_env(os.environ if environ is None else environ))
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    if isinstance(values.get("variants"), list):  # --variant MODEL=VARIANT, repeated
+        values["variants"] = parse_variants(values["variants"])
     if "repo" not in values:
         raise ValueError("no model repository: pass --repo DIR or set BERTSERVE_REPO")
     values["repo"] = Path(values["repo"])

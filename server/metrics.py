@@ -12,6 +12,10 @@ QUEUE_SECONDS = Histogram(
     "bertserve_queue_seconds", "Time from arrival to the first batch that computes it", ["model"]
 )
 QUEUE_DEPTH = Gauge("bertserve_queue_requests", "Requests waiting in a batcher's queue", ["model"])
+QUEUE_SEQUENCES = Gauge(
+    "bertserve_queue_sequences", "Sequences waiting in a batcher's queue", ["model"]
+)
+QUEUE_TOKENS = Gauge("bertserve_queue_tokens", "Tokens waiting in a batcher's queue", ["model"])
 BATCH_SIZE = Histogram(
     "bertserve_batch_size",
     "Sequences per batch",
@@ -61,5 +65,7 @@ class ModelMetrics:
     def dropped(self, reason: str, sequences: int) -> None:
         DROPPED.labels(self.label, reason).inc(sequences)
 
-    def depth(self, requests: int) -> None:
+    def depth(self, requests: int, sequences: int, tokens: int) -> None:
         QUEUE_DEPTH.labels(self.label).set(requests)
+        QUEUE_SEQUENCES.labels(self.label).set(sequences)
+        QUEUE_TOKENS.labels(self.label).set(tokens)

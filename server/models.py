@@ -9,16 +9,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bertserve.server.batcher import Batcher
+from bertserve.server.batcher import Batcher, CostModel
 from bertserve.server.config import ServerConfig
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound
 from bertserve.server.features import FeatureSpec, pack, sequence_features
 from bertserve.server.metrics import ModelMetrics
 from bertserve.server.repository import ModelPackage, VariantPackage, scan_repository
-from bertserve.server.runtime import ModelRuntime
+from bertserve.server.runtime import ModelRuntime, cpu_features
 from bertserve.server.tokenize import Sequence, TextTokenizer
 
 log = logging.getLogger(__name__)
+
+# Batches timed at warm-up to fit each variant's cost model (cut to the model's limit): short
+# and long, single and batched, so the fixed, per-token and attention costs all show.
+COST_SHAPES = ((1, 8), (1, 64), (8, 16), (8, 64), (2, 256))
+# int8 is the default only when it is at least this much faster at load (else the noise of a
+# shared machine could flip the choice back and forth between restarts).
+INT8_MIN_SPEEDUP = 1.05
 
 
 @dataclass
@@ -63,6 +70,7 @@ class LoadedVariant:
         if missing:
             raise ValueError(f"{package.path}/model.onnx lacks the outputs {missing}")
         self.label = f"{model.name}/{package.name}"
+        self.cost_samples: list[tuple[int, int, float]] = []
         self.batcher = Batcher(
             self._run_batch,
             config.batch_settings(model.name),
@@ -72,7 +80,20 @@ class LoadedVariant:
         )
 
     def warm_up(self) -> None:
+        """First runs, then the batcher's cost model measured on this device."""
         self.runtime.warm_up()
+        shapes = [(size, min(length, self.max_length)) for size, length in COST_SHAPES]
+        self.cost_samples = self.runtime.time_batches(shapes)
+        self.batcher.cost = CostModel.fit(self.cost_samples)
+        log.info(
+            "measured the batch cost",
+            extra={"model": self.label, "cost": self.batcher.cost.describe()},
+        )
+
+    @property
+    def measured_seconds(self) -> float:
+        """The warm-up batches' total time (0 when not measured)."""
+        return sum(seconds for *_, seconds in self.cost_samples)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -170,6 +191,17 @@ class LoadedVariant:
         ]
 
 
+def int8_validated(manifest: dict[str, Any]) -> tuple[bool, str]:
+    """Whether an int8 variant's export validation lets it serve by default, and why."""
+    validation = manifest.get("validation") or {}
+    cosine = (validation.get("cosine") or {}).get("mean")
+    if not validation.get("ran") or cosine is None:
+        return False, "has no validation record"
+    if not validation.get("passed") or validation.get("flagged"):
+        return False, f"failed validation (worst mean-pooled cosine {cosine:.4f} to PyTorch)"
+    return True, f"validation passed (worst mean-pooled cosine {cosine:.4f} to PyTorch)"
+
+
 class ModelRegistry:
     """Every model of the repository; default variants load at start, others on first use."""
 
@@ -187,33 +219,75 @@ class ModelRegistry:
             )
         self.default_model = config.default_model or next(iter(self.models))
         self.default_variants: dict[str, str] = {}
+        self.default_reasons: dict[str, str] = {}
         for name, model in self.models.items():
             variant = config.variants.get(name) or model.default_variant(config.device)
             if variant not in model.variants:
                 raise ValueError(f"variant {variant!r} of model {name!r} is not in {config.repo}")
             self.default_variants[name] = variant
+            self.default_reasons[name] = (
+                f"configured (variants.{name}: {variant})"
+                if name in config.variants
+                else f"{variant}: the {'CUDA' if config.device == 'cuda' else 'CPU'} default"
+            )
         self.loaded: dict[tuple[str, str], LoadedVariant] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
+    def _load(self, name: str, variant: str) -> LoadedVariant:
+        started = time.monotonic()
+        loaded = LoadedVariant(self.models[name], self.models[name].variants[variant], self.config)
+        if self.config.warmup:
+            loaded.warm_up()
+        self.loaded[(name, variant)] = loaded
+        log.info(
+            "loaded model",
+            extra={
+                "model": name,
+                "variant": variant,
+                "provider": loaded.runtime.provider,
+                "threads": loaded.runtime.intra_op_threads,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return loaded
+
     def load_defaults(self) -> None:
-        """Load and warm up each model's default variant (blocking; called before serving)."""
+        """Load and warm up each model's default variant (blocking; called before serving).
+
+        On a CPU, a model whose int8 variant passed validation gets int8 as its default only
+        when int8 also ran its warm-up batches faster than the fp32 default on this CPU (int8
+        gains depend on the CPU's instructions: VNNI, AVX-512, or only AVX2).
+        """
         for name, variant in self.default_variants.items():
-            started = time.monotonic()
-            loaded = LoadedVariant(
-                self.models[name], self.models[name].variants[variant], self.config
-            )
-            if self.config.warmup:
-                loaded.warm_up()
-            self.loaded[(name, variant)] = loaded
+            fp32 = self._load(name, variant)
+            model = self.models[name]
+            if name in self.config.variants or self.config.device != "cpu":
+                continue
+            if "int8" not in model.variants or variant == "int8":
+                continue
+            usable, why = int8_validated(model.variants["int8"].manifest)
+            if not usable:
+                self.default_reasons[name] = f"{variant}: int8 {why}"
+                continue
+            if not self.config.warmup:
+                self.default_reasons[name] = f"{variant}: int8 not measured (warmup is off)"
+                continue
+            int8 = self._load(name, "int8")
+            speedup = fp32.measured_seconds / max(int8.measured_seconds, 1e-9)
+            where = f"measured at load on this CPU ({cpu_features()})"
+            if speedup >= INT8_MIN_SPEEDUP:
+                self.default_variants[name] = "int8"
+                self.default_reasons[name] = (
+                    f"int8: {speedup:.2f}x the speed of {variant} {where}; {why}"
+                )
+            else:
+                self.default_reasons[name] = (
+                    f"{variant}: int8 ran at {speedup:.2f}x its speed {where}, under the "
+                    f"{INT8_MIN_SPEEDUP:.2f}x it takes to be the default"
+                )
             log.info(
-                "loaded model",
-                extra={
-                    "model": name,
-                    "variant": variant,
-                    "provider": loaded.runtime.provider,
-                    "threads": loaded.runtime.intra_op_threads,
-                    "seconds": round(time.monotonic() - started, 3),
-                },
+                "chose the default variant",
+                extra={"model": name, "reason": self.default_reasons[name]},
             )
 
     def model(self, name: str) -> ModelPackage:
@@ -238,15 +312,12 @@ class ModelRegistry:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self.loaded:
-                package = model.variants[variant_name]
                 try:
-                    loaded = await asyncio.to_thread(LoadedVariant, model, package, self.config)
+                    await asyncio.to_thread(self._load, model.name, variant_name)
                 except Exception as error:
                     raise FailedPrecondition(
                         f"variant {variant_name!r} of model {model.name!r} failed to load: {error}"
                     ) from error
-                self.loaded[key] = loaded
-                log.info("loaded model", extra={"model": model.name, "variant": variant_name})
         return self.loaded[key]
 
     def provider(self, model: str, variant: str) -> str:

@@ -227,6 +227,7 @@ def model_info_pb(registry: ModelRegistry, name: str) -> pb.ModelInfo:
         source=str(manifest.get("source", "")),
         default_pooling=POOLING_PB.get(manifest.get("default_pooling", "cls"), pb.POOLING_CLS),
         default_variant=default_variant,
+        default_variant_reason=registry.default_reasons.get(model.name, ""),
         variants=variants,
         labels=list(manifest.get("labels") or []),
         is_default=model.name == registry.default_model,

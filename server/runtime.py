@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,24 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_features() -> str:
+    """The CPU's model and the vector instructions int8 and fp32 speed depend on."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    vector = sorted(f for f in flags if f == "avx2" or f.startswith("avx512") or "vnni" in f)
+    return f"{model}; {' '.join(vector) or 'no avx2'}"
 
 
 def check_device(device: str) -> None:
@@ -115,3 +135,22 @@ class ModelRuntime:
         ids = np.zeros((1, 3), dtype=np.int64)  # id 0 is in every vocabulary, however small
         for _ in range(self.instances):
             self.run(ids, np.ones_like(ids), np.zeros_like(ids), self.output_names)
+
+    def time_batches(
+        self, shapes: Sequence[tuple[int, int]], repeats: int = 3, output: str = "last_hidden_state"
+    ) -> list[tuple[int, int, float]]:
+        """(size, length, seconds) of one run of each (size, length) batch: the median of
+        ``repeats`` runs, after one untimed run of each shape (onnxruntime plans per shape)."""
+        samples = []
+        for size, length in shapes:
+            ids = np.full((size, length), 1996, dtype=np.int64)  # "the"
+            ids[:, 0], ids[:, -1] = 101, 102
+            mask, types = np.ones_like(ids), np.zeros_like(ids)
+            self.run(ids, mask, types, [output])
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                self.run(ids, mask, types, [output])
+                times.append(time.perf_counter() - started)
+            samples.append((size, length, float(np.median(times))))
+        return samples

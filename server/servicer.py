@@ -55,23 +55,31 @@ def unary(method: str) -> Callable[[Handler], Handler]:
         ) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+
+            def record() -> None:
+                seconds = time.perf_counter() - started
+                metrics.REQUESTS.labels(method, code.name).inc()
+                metrics.REQUEST_SECONDS.labels(method).observe(seconds)
+                log_call(method, code, seconds, getattr(request, "id", ""))
+
             try:
                 if self.draining:
                     raise Unavailable("the server is shutting down; retry on another replica")
-                return await handler(self, request, context)
+                answer = await handler(self, request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
+                record()
                 raise
             except Exception as error:
                 code, message = status_of(error)
                 if not isinstance(error, BertServeError):
                     log.exception("%s failed", method)
+                # abort sends the status at once: count the call first, so a caller that
+                # reads the metrics after its error sees it
+                record()
                 await context.abort(code, message)
-            finally:
-                seconds = time.perf_counter() - started
-                metrics.REQUESTS.labels(method, code.name).inc()
-                metrics.REQUEST_SECONDS.labels(method).observe(seconds)
-                log_call(method, code, seconds, getattr(request, "id", ""))
+            record()
+            return answer
 
         return wrapper  # type: ignore[return-value]
 
@@ -92,6 +100,8 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         variant = await self.registry.variant(request.model, request.variant)
         protocol.check_inputs(request)
         spec = protocol.feature_spec(request, variant)
+        # a request the queue could never hold, or that finds it full, is refused before work
+        variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
         if request.texts:
             texts, pairs = list(request.texts), list(request.text_pairs) or None
@@ -101,8 +111,12 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 sequences = await asyncio.to_thread(
                     variant.tokenize, texts, pairs, request.truncate
                 )
-        else:
+        elif len(request.sequences) <= INLINE_TEXTS:
             sequences = variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+        else:  # checking many sequences takes a while: off the event loop
+            sequences = await asyncio.to_thread(
+                lambda: variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+            )
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
         if unary and size > protocol.CHUNK_BYTES:

@@ -55,10 +55,11 @@ def minilm_dir(model_repo: Path) -> Path:
 @pytest.fixture(scope="session")
 def live_server(model_repo: Path):
     """A ``bertserve serve`` subprocess on the model repository: ``.target`` ("127.0.0.1:PORT"),
-    ``.metrics_url``, ``.repo``, ``.process``; stopped with SIGTERM at the end."""
+    ``.metrics_url``, ``.repo``, ``.process``; stopped with SIGTERM at the end. It answers with
+    fp32-opt by default (not whatever runs fastest here), so answers compare with that model."""
     from servers import start_server
 
-    server = start_server(model_repo)
+    server = start_server(model_repo, "--variant", "minilm=fp32-opt")
     yield server
     server.stop()
 

@@ -383,7 +383,7 @@ def finetune(
     """Fine-tune ``model`` (as for export: a folder, 'minilm', or a random ``config``) on
     ``data``, then export the best epoch to ``<repo>/<name>/<variant>/``; returns those folders.
     """
-    from bertserve.client.bench import cpu_description
+    from bertserve.bench.load import cpu_description
 
     settings.check()
     source = resolve(model, config)

@@ -12,7 +12,7 @@ HEAVY = ("torch", "onnxruntime", "transformers", "optimum", "tokenizers", "onnx"
 def test_client_imports_nothing_heavy():
     code = (
         "import json, sys\n"
-        "import bertserve.client, bertserve.client.commands, bertserve.client.bench\n"
+        "import bertserve.client, bertserve.client.commands\n"
         "from bertserve.client.cli import build_parser\n"
         "build_parser()\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"

@@ -24,7 +24,8 @@ def replicas(model_repo):
     started = []
     try:
         for _ in range(3):
-            started.append(start_server(model_repo, metrics=False))
+            # one variant everywhere, so the answers compare whichever replica gave them
+            started.append(start_server(model_repo, "--variant", "minilm=fp32-opt", metrics=False))
         yield started
     finally:
         for server in started:

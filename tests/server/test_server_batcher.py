@@ -1,14 +1,15 @@
-"""The dynamic batcher with a deterministic stand-in runtime (no model)."""
+"""The dynamic batcher with a deterministic stand-in runtime (no model), and its planner."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 
+import numpy as np
 import pytest
-from bertserve.server.batcher import Batcher
+from bertserve.server.batcher import Batcher, CostModel, plan_batches
 from bertserve.server.config import BatchSettings
-from bertserve.server.errors import DeadlineExceeded, Overloaded, Unavailable
+from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
 
 
 class StandIn:
@@ -81,7 +82,7 @@ async def test_concurrent_callers_share_a_batch_and_get_their_own_results():
     await batcher.close()
 
 
-async def test_sequences_are_grouped_by_length_and_the_oldest_goes_first():
+async def test_sequences_are_grouped_by_length_and_the_longest_waiting_goes_first():
     runtime = StandIn(hold=True)
     batcher = Batcher(runtime, settings(max_batch_size=2, max_queue_delay_ms=0, length_window=16))
     blocker = asyncio.create_task(batcher.submit(["first"], [1]))
@@ -93,7 +94,7 @@ async def test_sequences_are_grouped_by_length_and_the_oldest_goes_first():
     await asyncio.sleep(0.05)
     runtime.gate.set()
     await asyncio.gather(blocker, *tasks)
-    assert runtime.batches[1:] == [["a", "c"], ["b", "d"]]
+    assert [sorted(batch) for batch in runtime.batches[1:]] == [["a", "c"], ["b", "d"]]
     await batcher.close()
 
 
@@ -193,4 +194,181 @@ async def test_under_concurrent_load_it_waits_to_fill_the_batch():
     second = asyncio.create_task(batcher.submit(["d"], [3]))
     await asyncio.gather(first, second)
     assert runtime.batches == [["a", "b"], ["c", "d"]]
+    await batcher.close()
+
+
+# -- cost-aware planning --------------------------------------------------------------------
+
+CPU = CostModel(overhead_s=1e-3, per_token_s=1.8e-4, per_token_length_s=1e-7)
+GPU = CostModel(overhead_s=5e-3, per_token_s=2e-7, per_token_length_s=1e-10)
+
+
+def padding(lengths: list[int], ends: list[int]) -> float:
+    """Computed tokens over real tokens of a plan over sorted lengths."""
+    computed, start = 0, 0
+    for end in ends:
+        computed += (end - start) * lengths[end - 1]
+        start = end
+    return computed / sum(lengths)
+
+
+def mixed_lengths(count: int, seed: int) -> list[int]:
+    """Tweet-like and paragraph-like lengths (log-normal), sorted."""
+    rng = np.random.default_rng(seed)
+    return sorted(int(x) for x in np.clip(rng.lognormal(3.4, 0.7, count), 3, 512))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_cpu_plan_keeps_padding_small_and_respects_the_limits(seed):
+    lengths = mixed_lengths(256, seed)
+    ends = plan_batches(lengths, CPU, max_size=64, max_tokens=8192)
+    assert ends[-1] == len(lengths) and ends == sorted(set(ends))
+    start = 0
+    for end in ends:
+        assert 1 <= end - start <= 64 and (end - start) * lengths[end - 1] <= 8192
+        start = end
+    assert padding(lengths, ends) <= 1.05
+    # filling batches up to the budget, the old way, pads far more
+    greedy, start = [], 0
+    while start < len(lengths):
+        end = start + 1
+        while end < len(lengths) and end - start < 64 and (end + 1 - start) * lengths[end] <= 8192:
+            end += 1
+        greedy.append(end)
+        start = end
+    assert padding(lengths, greedy) > padding(lengths, ends)
+
+
+def test_a_large_fixed_cost_per_batch_yields_larger_batches():
+    lengths = mixed_lengths(256, 7)
+    cpu = plan_batches(lengths, CPU, max_size=256, max_tokens=1 << 20)
+    gpu = plan_batches(lengths, GPU, max_size=256, max_tokens=1 << 20)
+    assert len(gpu) < len(cpu)
+    assert padding(lengths, cpu) < padding(lengths, gpu)
+
+
+def test_equal_lengths_fill_batches_from_the_shortest_end():
+    assert plan_batches([5] * 10, CPU, max_size=3, max_tokens=1000) == [3, 6, 9, 10]
+    assert plan_batches([600], CPU, max_size=8, max_tokens=512) == [1]  # one alone always fits
+
+
+def test_the_cost_model_is_fitted_from_measurements():
+    truth = CostModel(overhead_s=2e-3, per_token_s=1e-4, per_token_length_s=3e-7)
+    shapes = [(1, 8), (1, 64), (8, 16), (8, 64), (2, 256), (4, 128)]
+    rng = np.random.default_rng(0)
+    samples = [(b, n, truth.seconds(b, n) * rng.uniform(0.98, 1.02)) for b, n in shapes]
+    fitted = CostModel.fit(samples)
+    for b, n in shapes:
+        assert fitted.seconds(b, n) == pytest.approx(truth.seconds(b, n), rel=0.05)
+    # noise that would make a term negative leaves it at zero, never below
+    flat = CostModel.fit([(1, 8, 1e-3), (1, 64, 1e-3), (8, 64, 1e-3), (2, 256, 1e-3)])
+    assert min(flat.overhead_s, flat.per_token_s, flat.per_token_length_s) >= 0
+
+
+# -- the queue under load ---------------------------------------------------------------------
+
+
+async def test_one_big_request_is_cut_into_length_sorted_batches():
+    runtime = StandIn()
+    batcher = Batcher(runtime, settings(max_batch_size=32, max_batch_tokens=4096), cost=CPU)
+    lengths = [int(x) for x in np.random.default_rng(3).integers(5, 200, 500)]
+    result = await batcher.submit(list(range(500)), lengths)
+    assert [r[0] for r in result.results] == list(range(500))
+    computed = sum(max(lengths[p] for p in batch) * len(batch) for batch in runtime.batches)
+    assert computed / sum(lengths) <= 1.08
+    assert result.computed_tokens == computed
+    await batcher.close()
+
+
+async def test_a_small_request_waits_about_one_batch_behind_a_huge_one():
+    runtime = StandIn()
+    batcher = Batcher(runtime, settings(max_batch_size=16, max_queue_delay_ms=0), cost=CPU)
+    huge = asyncio.create_task(batcher.submit([f"h{i}" for i in range(6000)], [8] * 6000))
+    while not runtime.batches:
+        await asyncio.sleep(0.001)
+    small = await batcher.submit(["small"], [8])
+    seen = [p for batch in runtime.batches for p in batch]
+    assert [r[0] for r in small.results] == ["small"]
+    # the small one went into one of the next two batches, not behind 6,000 sequences
+    position = next(i for i, batch in enumerate(runtime.batches) if "small" in batch)
+    assert position - len(runtime.batches) > -3 and position <= 3
+    assert len(seen) < 6000
+    assert len((await huge).results) == 6000
+    await batcher.close()
+
+
+async def test_waiting_requests_take_turns_so_none_starves():
+    runtime = StandIn(hold=True)
+    batcher = Batcher(
+        runtime, settings(max_batch_size=4, max_queue_delay_ms=0, length_window=8), cost=CPU
+    )
+    blocker = asyncio.create_task(batcher.submit(["first"], [1]))
+    await asyncio.to_thread(runtime.started.wait, 5)
+    # three callers of very different lengths: the turn passes from one to the next
+    callers = {
+        name: asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(12)], [n] * 12))
+        for name, n in (("a", 5), ("b", 300), ("c", 40))
+    }
+    await asyncio.sleep(0.05)
+    runtime.gate.set()
+    await asyncio.gather(blocker, *callers.values())
+    owners = [{p[0] for p in batch} for batch in runtime.batches[1:]]
+    assert owners[:3] == [{"a"}, {"b"}, {"c"}]  # round-robin, not the shortest every time
+    await batcher.close()
+
+
+async def test_the_queue_is_bounded_in_sequences_and_tokens():
+    runtime = StandIn(hold=True)
+    batcher = Batcher(
+        runtime,
+        settings(
+            max_batch_size=1, max_queue_delay_ms=0, max_queue_sequences=10, max_queue_tokens=100
+        ),
+    )
+    running = asyncio.create_task(batcher.submit(["running"], [1]))
+    await asyncio.to_thread(runtime.started.wait, 5)
+    with pytest.raises(InvalidArgument, match="more sequences than"):
+        await batcher.submit(list(range(11)), [1] * 11)
+    with pytest.raises(InvalidArgument, match="more tokens than"):
+        await batcher.submit([0], [101])
+    waiting = asyncio.create_task(batcher.submit(list(range(8)), [10] * 8))
+    await asyncio.sleep(0.01)
+    assert batcher.queued_sequences == 8
+    with pytest.raises(Overloaded, match="at most 10 sequences"):
+        await batcher.submit([0, 1, 2], [1, 1, 1])
+    with pytest.raises(Overloaded, match="at most 100 tokens"):
+        await batcher.submit([0], [30])
+    runtime.gate.set()
+    await asyncio.gather(running, waiting)
+    assert batcher.queued_sequences == 0
+    await batcher.close()
+
+
+async def test_a_cancelled_big_request_leaves_the_queue_at_once():
+    runtime = StandIn(hold=True)
+    batcher = Batcher(runtime, settings(max_batch_size=2, max_queue_delay_ms=0))
+    big = asyncio.create_task(batcher.submit(list(range(1000)), [3] * 1000))
+    await asyncio.to_thread(runtime.started.wait, 5)
+    assert batcher.queued_sequences == 998
+    big.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await big
+    assert batcher.queued_sequences == 0 and batcher.queue_depth == 0
+    runtime.gate.set()
+    after = await batcher.submit(["after"], [3])
+    assert [r[0] for r in after.results] == ["after"]
+    assert len(runtime.computed()) == 3  # the batch that was running, then "after"
+    await batcher.close()
+
+
+async def test_scheduling_a_very_large_queue_stays_cheap():
+    """200,000 sequences in one request: each batch looks at a window, not at the queue (the
+    old batcher rebuilt its pending list for every batch: quadratic, minutes for this)."""
+    batcher = Batcher(
+        lambda payloads: payloads,
+        settings(max_batch_size=64, max_queue_sequences=300_000, max_queue_tokens=10**7),
+    )
+    lengths = np.random.default_rng(1).integers(3, 60, 200_000)
+    result = await asyncio.wait_for(batcher.submit(range(200_000), lengths), 120)
+    assert result.results == list(range(200_000))
     await batcher.close()

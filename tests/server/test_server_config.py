@@ -87,3 +87,16 @@ def test_the_cli_module_is_light_and_the_server_never_imports_torch():
     )
     finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
+
+
+def test_default_variants_come_from_flags_environment_or_file(tmp_path):
+    config_file = tmp_path / "server.yaml"
+    config_file.write_text("variants:\n  minilm: fp32\n")
+    assert load_config({"repo": tmp_path}, config_file, {}).variants == {"minilm": "fp32"}
+    environ = {"BERTSERVE_VARIANTS": "minilm=int8, other=fp32-opt"}
+    from_env = load_config({"repo": tmp_path}, config_file, environ)
+    assert from_env.variants == {"minilm": "int8", "other": "fp32-opt"}
+    flags = {"repo": tmp_path, "variants": ["minilm=fp32-opt", "other=int8"]}
+    assert load_config(flags, None, environ).variants == {"minilm": "fp32-opt", "other": "int8"}
+    with pytest.raises(ValueError, match="expected MODEL=VARIANT"):
+        load_config({"repo": tmp_path, "variants": ["minilm"]}, None, {})

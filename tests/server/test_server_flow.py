@@ -1,7 +1,8 @@
 """Deadlines, cancellation, a full queue and draining, on in-process servers with the real model.
 
-Each test keeps one batch slot busy with a long request (one sequence per batch), so the request
-under test waits in the queue behind it; what happens to it is read from the batcher and metrics.
+Each test keeps the worker busy with one batch of long sequences that runs for seconds, so the
+request under test waits in the queue behind it; what happens to it is read from the batcher and
+the metrics.
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ from bertserve.server.metrics import DROPPED
 from bertserve.v1 import bertserve_pb2 as pb
 from server_helpers import assemble, start_in_process
 
-LONG = [" ".join(["paris"] * 160) + f" {i}" for i in range(32)]
+LONG = [" ".join(["paris"] * 300) + f" {i}" for i in range(64)]
 
 
 @pytest.fixture
-async def one_per_batch(model_repo):
+async def one_long_batch(model_repo):
+    """A server whose every batch may hold all of LONG (one batch of seconds), and that queues
+    at most two requests."""
     running = await start_in_process(
         model_repo,
-        batch=BatchSettings(max_batch_size=1, max_queue_delay_ms=0, max_queue_requests=2),
+        batch=BatchSettings(
+            max_batch_size=len(LONG),
+            max_batch_tokens=1 << 15,
+            max_queue_delay_ms=0,
+            max_queue_requests=2,
+        ),
+        variants={"minilm": "fp32-opt"},
     )
     yield running
     await running.channel.close()
@@ -31,16 +40,16 @@ async def one_per_batch(model_repo):
 
 
 def batcher_of(running):
-    (variant,) = running.server.registry.loaded.values()
-    return variant.batcher
+    registry = running.server.registry
+    return registry.loaded[("minilm", registry.default_variants["minilm"])].batcher
 
 
 async def started(running, call):
-    """Wait until the long call's first sequences were computed (it holds the worker now)."""
+    """Wait until the long call's batch runs (it holds the worker now)."""
     batcher = batcher_of(running)
-    while batcher.computed_sequences == 0:
+    while batcher.running_batches == 0:
         assert not call.done(), "the long request finished before the test could queue behind it"
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.002)
 
 
 def dropped(running) -> float:
@@ -48,48 +57,52 @@ def dropped(running) -> float:
     return sum(DROPPED.labels(label, reason)._value.get() for reason in ("cancelled", "deadline"))
 
 
-async def test_an_expired_request_is_answered_deadline_exceeded_and_never_computed(one_per_batch):
-    long_call = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
-    await started(one_per_batch, long_call)
-    before = dropped(one_per_batch)
+async def test_an_expired_request_is_answered_deadline_exceeded_and_never_computed(one_long_batch):
+    long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
+    await started(one_long_batch, long_call)
+    before = dropped(one_long_batch)
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["too late", "me too"]), timeout=0.2)
+        await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["too late", "me too"]), timeout=0.2)
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    response = await long_call
-    assert len(response.lengths) == len(LONG)
-    await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
-    assert batcher_of(one_per_batch).computed_sequences == len(LONG) + 1  # not the expired two
-    assert dropped(one_per_batch) == before + 2
+    assert not long_call.done(), "the long batch ended too soon for this test to mean anything"
+    assert len((await long_call).lengths) == len(LONG)
+    await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
+    assert batcher_of(one_long_batch).computed_sequences == len(LONG) + 1  # not the expired two
+    assert dropped(one_long_batch) == before + 2
 
 
-async def test_a_cancelled_request_is_dropped_and_never_computed(one_per_batch):
-    long_call = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
-    await started(one_per_batch, long_call)
-    before = dropped(one_per_batch)
-    cancelled = one_per_batch.stub.Embed(pb.EmbedRequest(texts=["never mind"]))
-    while batcher_of(one_per_batch).queue_depth < 2:  # it is queued behind the long one
-        await asyncio.sleep(0.005)
+async def test_a_cancelled_request_is_dropped_and_never_computed(one_long_batch):
+    long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
+    await started(one_long_batch, long_call)
+    before = dropped(one_long_batch)
+    cancelled = one_long_batch.stub.Embed(pb.EmbedRequest(texts=["never", "mind", "me"]))
+    batcher = batcher_of(one_long_batch)
+    while batcher.queued_sequences < 3:  # queued behind the long batch
+        await asyncio.sleep(0.002)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
+    assert not long_call.done(), "the long batch ended too soon for this test to mean anything"
     await long_call
-    await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
-    assert batcher_of(one_per_batch).computed_sequences == len(LONG) + 1  # not the cancelled one
-    assert dropped(one_per_batch) == before + 1
+    await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
+    assert batcher.computed_sequences == len(LONG) + 1  # not the cancelled three
+    assert dropped(one_long_batch) == before + 3
 
 
-async def test_a_full_queue_answers_resource_exhausted(one_per_batch):
-    long_call = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
-    await started(one_per_batch, long_call)
-    second = one_per_batch.stub.Embed(pb.EmbedRequest(texts=LONG[:4]))
-    while batcher_of(one_per_batch).queue_depth < 2:
-        await asyncio.sleep(0.005)
+async def test_a_full_queue_answers_resource_exhausted(one_long_batch):
+    long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
+    await started(one_long_batch, long_call)
+    waiting = [one_long_batch.stub.Embed(pb.EmbedRequest(texts=[t])) for t in ("a", "b")]
+    while batcher_of(one_long_batch).queue_depth < 2:
+        await asyncio.sleep(0.002)
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await one_per_batch.stub.Embed(pb.EmbedRequest(texts=["one too many"]))
+        await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["one too many"]))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "queue full" in error.value.details()
+    assert not long_call.done(), "the long batch ended too soon for this test to mean anything"
     assert len((await long_call).lengths) == len(LONG)
-    assert len((await second).lengths) == 4
+    for call in waiting:
+        assert len((await call).lengths) == 1
 
 
 async def test_draining_finishes_in_flight_work_and_refuses_new_calls(model_repo):
@@ -127,7 +140,12 @@ async def test_health_is_not_serving_until_the_models_are_loaded(model_repo):
 
 
 async def test_two_instances_answer_like_one(model_repo, in_process):
-    running = await start_in_process(model_repo, instances=2, batch=BatchSettings(max_batch_size=2))
+    running = await start_in_process(
+        model_repo,
+        instances=2,
+        batch=BatchSettings(max_batch_size=2),
+        variants={"minilm": "fp32-opt"},
+    )
     try:
         texts = [" ".join(["word"] * n) for n in range(1, 30, 4)]
         requests = [pb.EmbedRequest(texts=[t], token_embeddings=True) for t in texts]
@@ -176,3 +194,31 @@ async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, c
     finally:
         await server.stop(0)
     assert any("ModelInfo failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_checking_many_token_sequences_does_not_stall_the_server(in_process):
+    """30,000 pre-tokenized sequences are checked off the event loop: a ModelInfo sent just
+    after is answered first, and the bad id in the last sequence is still found."""
+    sequences = [pb.TokenSequence(input_ids=[101, 7592, 2088, 999, 102])] * 29_999
+    sequences.append(pb.TokenSequence(input_ids=[101, 99_999, 102]))
+    big = asyncio.ensure_future(in_process.stub.Embed(pb.EmbedRequest(sequences=sequences)))
+    await asyncio.sleep(0.05)  # sent and being checked
+    info = await in_process.stub.ModelInfo(pb.ModelInfoRequest())
+    assert info.model.name == "minilm"
+    assert not big.done(), "the big request was answered before the ModelInfo sent after it"
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await big
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sequences[29999].input_ids[1]=99999: outside the vocabulary" in error.value.details()
+
+
+async def test_a_request_larger_than_the_queue_is_refused_before_any_work(in_process):
+    batch = in_process.server.registry.loaded[("minilm", "fp32-opt")].batcher.settings
+    texts = ["x"] * (batch.max_queue_sequences + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await in_process.stub.Embed(pb.EmbedRequest(texts=texts))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        f"more sequences than minilm/fp32-opt queues at once ({batch.max_queue_sequences:,})"
+        in (error.value.details())
+    )

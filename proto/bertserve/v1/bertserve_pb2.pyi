@@ -303,7 +303,7 @@ class VariantInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., precision: _Optional[str] = ..., execution_provider: _Optional[str] = ..., loaded: _Optional[bool] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_length", "vocab_size", "lowercase", "random_weights", "source", "default_pooling", "default_variant", "variants", "labels", "is_default")
+    __slots__ = ("name", "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_length", "vocab_size", "lowercase", "random_weights", "source", "default_pooling", "default_variant", "variants", "labels", "is_default", "default_variant_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +320,7 @@ class ModelInfo(_message.Message):
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VARIANT_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     num_layers: int
@@ -336,7 +337,8 @@ class ModelInfo(_message.Message):
     variants: _containers.RepeatedCompositeFieldContainer[VariantInfo]
     labels: _containers.RepeatedScalarFieldContainer[str]
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_heads: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., max_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., lowercase: _Optional[bool] = ..., random_weights: _Optional[bool] = ..., source: _Optional[str] = ..., default_pooling: _Optional[_Union[Pooling, str]] = ..., default_variant: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    default_variant_reason: str
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_heads: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., max_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., lowercase: _Optional[bool] = ..., random_weights: _Optional[bool] = ..., source: _Optional[str] = ..., default_pooling: _Optional[_Union[Pooling, str]] = ..., default_variant: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., default_variant_reason: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("model",)

@@ -1,15 +1,15 @@
-"""``bertserve bench``: a load generator for a running server (or one it starts from --repo).
+"""The load generator of ``bertserve bench``: closed-loop callers against a running server (or
+one it starts from --repo).
 
-For each setting (variant x sequence length x batch size x concurrency) it runs
-closed-loop workers for a duration or a request count and reports throughput
-(requests/s, sequences/s, tokens/s) and latency (median, p90, p99), variants
-side by side, with the CPU model and its vector flags: compare figures only
-within one run.
+For each setting (variant x sequence length x batch size x concurrency) it runs closed-loop
+workers for a duration or a request count and reports throughput (requests/s, sequences/s,
+tokens/s) and latency (median, p90, p99), variants side by side, with the CPU model and its
+vector flags: compare figures only within one run. The texts are real (bench/corpus.py), cut
+to exactly the asked number of tokens by the server's own tokenizer.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -25,19 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-# Common English words that are one WordPiece token each in the uncased BERT vocabulary,
-# so a text of n words is n + 2 tokens with [CLS] and [SEP].
-WORDS = (
-    "the of and to in is was he for it with as his on be at by had are but from or have an "
-    "they which one you were all we her she there would their will when who him been has "
-    "more if no out so said what up its about than into them can only other time new some "
-    "could these two may first then do any like my now over such our man me even most made "
-    "after also did many before must through back years where much your way well down should "
-    "because each just those people how too little state good very make world still own see "
-    "men work long get here between both life being under never day same another know while "
-    "last might us great old year off come since against go came right used take three"
-).split()
 
 
 def cpu_description() -> str:
@@ -56,9 +43,37 @@ def cpu_description() -> str:
     return f"CPU: {fields.get('Model name', '?')} ({cores} CPUs); flags: {' '.join(wanted) or '-'}"
 
 
-def make_texts(count: int, words: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(count)]
+def exact_length_texts(client: Any, length: int, count: int, model: str | None) -> list[str]:
+    """``count`` real texts of exactly ``length`` tokens ([CLS] and [SEP] included): word
+    prefixes of the corpus's news paragraphs (then tweets), one per source text, that the
+    server's own tokenizer cuts into that many tokens (repeated if the corpus has too few)."""
+    from .corpus import news_paragraphs, tweets
+
+    found: list[str] = []
+    for source in (news_paragraphs(), tweets()):
+        for start in range(0, len(source), 8):
+            # a word is one token or more: the prefix of the right length has fewer words
+            prefixes = [
+                [" ".join(text.split()[:k]) for k in range(max(1, length // 3), length - 1)]
+                for text in source[start : start + 8]
+            ]
+            flat = [p for group in prefixes for p in group if p]
+            if not flat:
+                continue
+            encodings = client.tokenize(flat, model=model, truncate=True)
+            sizes = {
+                text: len(e.input_ids) if not e.truncated else -1
+                for text, e in zip(flat, encodings, strict=True)
+            }
+            for group in prefixes:
+                exact = next((p for p in group if p and sizes[p] == length), None)
+                if exact:
+                    found.append(exact)
+                    if len(found) == count:
+                        return found
+    if not found:
+        raise ValueError(f"no text of the corpus is {length} tokens long")
+    return (found * (count // len(found) + 1))[:count]
 
 
 @dataclass
@@ -101,11 +116,10 @@ async def run_setting(
     output: str,
 ) -> Figures:
     """Closed-loop load: ``concurrency`` workers each sending the next request when answered."""
-    from .aio import AsyncClient
-    from .errors import BertserveError
+    from bertserve.client import AsyncClient, BertserveError, Client
 
-    words = max(setting.length - 2, 1)
-    pool = make_texts(max(64, setting.batch * 4), words, seed=setting.length)
+    with Client(target, timeout=120) as client:
+        pool = exact_length_texts(client, setting.length, max(64, setting.batch * 4), model)
     kwargs: dict[str, Any] = {"variant": setting.variant or None, "model": model}
     if output == "tokens":
         kwargs["output"] = "tokens"
@@ -178,7 +192,7 @@ def format_table(rows: list[tuple[Setting, Figures]]) -> str:
 @contextmanager
 def started_server(repo: Path, extra: list[str]) -> Iterator[str]:
     """A ``bertserve serve`` subprocess on a free loopback port; yields its target."""
-    from .client import Client
+    from bertserve.client import Client
 
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
@@ -214,46 +228,8 @@ def started_server(repo: Path, extra: list[str]) -> Iterator[str]:
             log.close()
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
-    return values
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    bench = subparsers.add_parser(
-        "bench",
-        help="load-test a server: throughput and latency per setting",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    where = bench.add_mutually_exclusive_group()
-    where.add_argument(
-        "--target", default=None, help="a running server (default $BERTSERVE_TARGET)"
-    )
-    where.add_argument("--repo", type=Path, help="start a server on this model repository")
-    bench.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
-    bench.add_argument("--model", default=None)
-    bench.add_argument("--variants", default="", help="e.g. fp32,fp32-opt,int8 (default: server's)")
-    bench.add_argument("--concurrency", type=_ints, default=[1, 8], help="e.g. 1,8,32")
-    bench.add_argument("--batch-sizes", type=_ints, default=[1], help="texts per request")
-    bench.add_argument("--lengths", type=_ints, default=[16, 128], help="tokens per text")
-    stop = bench.add_mutually_exclusive_group()
-    stop.add_argument("--duration", type=float, default=None, help="seconds per setting (10)")
-    stop.add_argument("--requests", type=int, default=None, help="requests per setting")
-    bench.add_argument("--warmup", type=int, default=3, help="requests before measuring")
-    bench.add_argument("--output", choices=("sentence", "tokens"), default="sentence")
-    bench.add_argument("--json", type=Path, help="also write every figure to this JSON file")
-    bench.set_defaults(run=run_bench, extra="")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    from .channel import default_target
-
+def run_load(args: Any, cpu: str, target: str | None) -> int:
+    """The load generator's part of ``bertserve bench``: every setting, then the table."""
     duration = args.duration if args.duration or args.requests else 10.0
     if (duration is not None and duration <= 0) or (
         args.requests is not None and args.requests < 1
@@ -265,11 +241,9 @@ def run_bench(args: argparse.Namespace) -> int:
         Setting(variant, length, batch, concurrency)
         for length in args.lengths
         for batch in args.batch_sizes
-        for concurrency in args.concurrency
+        for concurrency in args.concurrency or (1, 8)
         for variant in variants
     ]
-    cpu = cpu_description()
-    print(cpu)
 
     def measure(target: str) -> list[tuple[Setting, Figures]]:
         print(
@@ -295,11 +269,11 @@ def run_bench(args: argparse.Namespace) -> int:
             rows.append((setting, figures))
         return rows
 
-    if args.repo:
-        with started_server(args.repo, args.server_arg) as target:
-            rows = measure(target)
+    if target is None:
+        with started_server(args.repo, args.server_arg) as started:
+            rows = measure(started)
     else:
-        rows = measure(args.target or default_target())
+        rows = measure(target)
     print(format_table(rows))
     print(cpu)
     print(

@@ -1,0 +1,144 @@
+"""``bertserve bench``: the load generator, or with ``--peers`` every way to get the same
+vectors side by side. Arguments only here; the work is imported when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    from . import load, peers
+
+    bench = subparsers.add_parser(
+        "bench",
+        help="load-test a server, or (--peers) compare it with every other way to get vectors",
+        description=f"{load.__doc__}\nWith --peers: {peers.__doc__}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = bench.add_mutually_exclusive_group()
+    where.add_argument(
+        "--target", default=None, help="a running server (default $BERTSERVE_TARGET)"
+    )
+    where.add_argument("--repo", type=Path, help="start a server on this model repository")
+    bench.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
+    bench.add_argument("--model", default=None)
+    bench.add_argument("--variants", default="", help="e.g. fp32-opt,int8 (default: server's)")
+    bench.add_argument("--concurrency", type=_ints, default=None, help="e.g. 1,8,32")
+    bench.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    loadgen = bench.add_argument_group("load generator (without --peers)")
+    loadgen.add_argument("--batch-sizes", type=_ints, default=[1], help="texts per request")
+    loadgen.add_argument("--lengths", type=_ints, default=[16, 128], help="tokens per text")
+    stop = loadgen.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=float, default=None, help="seconds per setting (10)")
+    stop.add_argument("--requests", type=int, default=None, help="requests per setting")
+    loadgen.add_argument("--warmup", type=int, default=3, help="requests before measuring")
+    loadgen.add_argument("--output", choices=("sentence", "tokens"), default="sentence")
+    side = bench.add_argument_group("peers (--peers; needs --repo for the raw sessions)")
+    side.add_argument("--peers", action="store_true", help="compare every way, side by side")
+    side.add_argument("--texts", type=int, default=1024, help="corpus size (default 1024)")
+    side.add_argument("--repeats", type=int, default=3, help="rounds; medians are quoted")
+    side.add_argument("--checkpoint", type=Path, help="PyTorch checkpoint (default: the source)")
+    side.add_argument("--latency-requests", type=int, default=300, help="single requests")
+    side.add_argument("--sweep-seconds", type=float, default=5.0, help="per concurrency level")
+    side.add_argument("--threads", type=int, default=0, help="threads of every way (0: CPUs)")
+    side.add_argument(
+        "--out", type=Path, default=Path("bench-results"), help="folder for JSON, .md and .png"
+    )
+    bench.set_defaults(run=run_bench, extra="bench")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from bertserve.client.channel import default_target
+
+    from .load import cpu_description
+
+    cpu = cpu_description()
+    print(cpu, flush=True)
+    if args.peers:
+        return _run_peers(args, cpu)
+    from .load import run_load
+
+    target = None if args.repo else (args.target or default_target())
+    return run_load(args, cpu, target)
+
+
+def _run_peers(args: argparse.Namespace, cpu: str) -> int:
+    from . import peers, report
+    from .load import started_server
+
+    if not args.repo:
+        print(
+            "bertserve bench --peers: needs --repo (the raw sessions load its files)",
+            file=sys.stderr,
+        )
+        return 2
+    if min(args.texts, args.repeats, args.latency_requests) < 1 or args.sweep_seconds <= 0:
+        print(
+            "bertserve bench: --texts, --repeats, --latency-requests and --sweep-seconds "
+            "must be positive",
+            file=sys.stderr,
+        )
+        return 2
+    model = (
+        args.model or sorted(p.parent.parent.name for p in args.repo.glob("*/*/manifest.json"))[0]
+    )
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [
+        v for v in ("fp32-opt", "int8") if (args.repo / model / v / "manifest.json").is_file()
+    ]
+    metrics_port = _free_port()
+    extra = ["--metrics-port", str(metrics_port), *args.server_arg]
+    with started_server(args.repo, extra) as target:
+        settings = peers.PeerSettings(
+            repo=args.repo,
+            target=args.target or target,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            model=model,
+            variants=variants,
+            texts=args.texts,
+            repeats=args.repeats,
+            threads=args.threads,
+            checkpoint=args.checkpoint,
+            latency_requests=args.latency_requests,
+            concurrency=tuple(args.concurrency or (1, 4, 16, 64)),
+            sweep_seconds=args.sweep_seconds,
+        )
+        result = peers.run_peers(settings, log=lambda line: print(line, flush=True))
+    result["cpu"] = cpu
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = report.markdown(result)
+    (args.out / "peers.json").write_text(json.dumps(result, indent=2))
+    (args.out / "peers.md").write_text(table)
+    try:
+        report.plot(result, args.out / "peers.png")
+    except ModuleNotFoundError:
+        print("no plot: pip install matplotlib (the [bench] extra)", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    print(table)
+    print(
+        f"wrote {args.out}/peers.json, peers.md and peers.png "
+        f"(client and server share this machine's {os.cpu_count()} CPUs)"
+    )
+    return 0

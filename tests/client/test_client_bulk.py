@@ -1,0 +1,159 @@
+"""The bulk path: files and lists of texts sent length-sorted, answered in input order."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from bertserve.client import AsyncClient, Client
+from bertserve.client.bulk import count_texts, embed_file, read_texts, sorted_batches
+from servers import start_server
+
+# Real sentences of very different lengths, shuffled: unsorted batches of these pad a lot.
+SENTENCES = [
+    "Yes.",
+    "I love Paris in the springtime.",
+    "The committee postponed its decision until the auditors had finished their review of "
+    "the accounts, which was not expected before the end of the financial year.",
+    "Rain again.",
+    "She opened the window, looked at the empty street below and wondered, not for the "
+    "first time that week, whether the letter would ever arrive.",
+    "Good morning!",
+    "Prices rose sharply.",
+    "After three days of talks the two delegations agreed on a ceasefire along the river, "
+    "although both sides warned that the agreement remained fragile and that any incident "
+    "could bring the fighting back.",
+]
+
+
+def corpus(count: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{rng.choice(SENTENCES)} ({i})" for i in range(count)]
+
+
+class Recording:
+    """A real client whose embed_stream records each answer's timing, and can stop after
+    ``stop_after`` answers like a crash."""
+
+    def __init__(self, client: Client, stop_after: int | None = None) -> None:
+        self.client, self.stop_after, self.results = client, stop_after, []
+
+    def embed_stream(self, *args, **kwargs):
+        for index, result in enumerate(self.client.embed_stream(*args, **kwargs)):
+            if index == self.stop_after:
+                raise KeyboardInterrupt
+            self.results.append(result)
+            yield result
+
+
+def test_sorted_batches_group_lengths_and_keep_every_index():
+    lengths = [5, 1, 9, 1, 5, 3]
+    batches = sorted_batches(lengths, 2)
+    assert batches == [[1, 3], [5, 0], [4, 2]]
+    assert sorted(i for b in batches for i in b) == list(range(6))
+
+
+def test_lines_end_at_newlines_only(tmp_path):
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"a\rb\r\n\nlast without newline")
+    assert list(read_texts(path)) == ["a\rb", "", "last without newline"]
+    assert count_texts(path) == 3
+
+
+def test_a_shuffled_file_is_embedded_in_order_with_little_padding(live_server, tmp_path):
+    texts = corpus(300)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(texts) + "\n")
+    output = tmp_path / "out.npy"
+    with Client(live_server.target, timeout=120) as client:
+        recording = Recording(client)
+        rows = embed_file(recording, path, output, batch_size=16, read_ahead=128, progress=False)
+        expected = client.embed(texts, pooling="mean").sentence_embedding
+    assert rows == 300
+    np.testing.assert_allclose(np.load(output), expected, atol=3e-5)
+    computed = sum(r.timing.computed_tokens for r in recording.results)
+    real = sum(r.timing.tokens for r in recording.results)
+    # sent in file order, batches of 16 of these would compute about twice the real tokens
+    assert computed / real < 1.15
+
+
+def test_resume_keeps_order_and_blank_lines_get_nan_rows(live_server, tmp_path):
+    texts = corpus(200, seed=1)
+    texts[5] = texts[77] = "   "
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(texts) + "\n")
+    output = tmp_path / "out.npy"
+    sidecar = tmp_path / "out.npy.progress.json"
+    with Client(live_server.target, timeout=120) as client:
+        with pytest.raises(KeyboardInterrupt):
+            embed_file(
+                Recording(client, stop_after=7),
+                path,
+                output,
+                batch_size=8,
+                read_ahead=48,
+                progress=False,
+            )
+        done = json.loads(sidecar.read_text())["rows"]
+        assert done % 48 == 0 and 0 < done < 200
+        embed_file(client, path, output, batch_size=8, read_ahead=48, progress=False)
+        kept = [i for i, t in enumerate(texts) if t.strip()]
+        expected = client.embed([texts[i] for i in kept]).sentence_embedding
+    vectors = np.load(output)
+    assert vectors.shape == (200, 384)
+    assert np.isnan(vectors[[5, 77]]).all()
+    np.testing.assert_allclose(vectors[kept], expected, atol=3e-5)
+    assert not sidecar.exists()
+
+
+def test_resume_refuses_rows_of_another_model(live_server, model_repo, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(corpus(100, seed=2)) + "\n")
+    output = tmp_path / "out.npy"
+    with Client(live_server.target, timeout=120) as client:
+        with pytest.raises(KeyboardInterrupt):
+            embed_file(
+                Recording(client, stop_after=3),
+                path,
+                output,
+                batch_size=8,
+                read_ahead=16,
+                progress=False,
+            )
+    # the same job against a server that answers with another default variant
+    other = start_server(model_repo, "--variant", "minilm=int8", metrics=False)
+    try:
+        with Client(other.target, timeout=120) as client:
+            with pytest.raises(
+                ValueError, match="holds rows of minilm/fp32-opt .* now answers with minilm/int8"
+            ):
+                embed_file(client, path, output, batch_size=8, read_ahead=16, progress=False)
+    finally:
+        other.stop()
+
+
+def test_a_file_of_blank_lines_says_so(live_server, tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_text("\n \n\n")
+    with Client(live_server.target) as client:
+        with pytest.raises(ValueError, match="every text is blank"):
+            embed_file(client, path, tmp_path / "out.npy", progress=False)
+
+
+def test_embed_many_answers_in_order(live_server):
+    texts = corpus(150, seed=3)
+    with Client(live_server.target, timeout=120) as client:
+        vectors = client.embed_many(texts, batch_size=16)
+        expected = client.embed(texts).sentence_embedding
+    np.testing.assert_allclose(vectors, expected, atol=3e-5)
+
+
+async def test_async_embed_many_answers_in_order(live_server):
+    texts = corpus(150, seed=4)
+    async with AsyncClient(live_server.target, timeout=120) as client:
+        vectors = await client.embed_many(texts, batch_size=16, normalize=True)
+        expected = (await client.embed(texts, normalize=True)).sentence_embedding
+    np.testing.assert_allclose(vectors, expected, atol=3e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
