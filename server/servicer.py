@@ -103,20 +103,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         # a request the queue could never hold, or that finds it full, is refused before work
         variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
-        if request.texts:
-            texts, pairs = list(request.texts), list(request.text_pairs) or None
-            if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
-                sequences = variant.tokenize(texts, pairs, request.truncate)
-            else:
-                sequences = await asyncio.to_thread(
-                    variant.tokenize, texts, pairs, request.truncate
-                )
-        elif len(request.sequences) <= INLINE_TEXTS:
-            sequences = variant.check_sequences(protocol.raw_sequences(request), request.truncate)
-        else:  # checking many sequences takes a while: off the event loop
-            sequences = await asyncio.to_thread(
-                lambda: variant.check_sequences(protocol.raw_sequences(request), request.truncate)
-            )
+        sequences = await self._sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
         if unary and size > protocol.CHUNK_BYTES:
@@ -260,6 +247,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
             )
         protocol.check_inputs(request)
         spec = protocol.classify_spec(request, variant)
+        variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
         sequences = await self._sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start
@@ -285,14 +273,18 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
     async def _sequences(
         self, request: pb.EmbedRequest | pb.ClassifyRequest, variant: LoadedVariant
     ) -> list[Sequence]:
-        """The request's texts tokenized (off the event loop when many) or its token
-        sequences checked."""
-        if not request.texts:
+        """The request's texts tokenized, or its token sequences checked; off the event loop
+        when there are many."""
+        if request.texts:
+            texts, pairs = list(request.texts), list(request.text_pairs) or None
+            if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
+                return variant.tokenize(texts, pairs, request.truncate)
+            return await asyncio.to_thread(variant.tokenize, texts, pairs, request.truncate)
+        if len(request.sequences) <= INLINE_TEXTS:
             return variant.check_sequences(protocol.raw_sequences(request), request.truncate)
-        texts, pairs = list(request.texts), list(request.text_pairs) or None
-        if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
-            return variant.tokenize(texts, pairs, request.truncate)
-        return await asyncio.to_thread(variant.tokenize, texts, pairs, request.truncate)
+        return await asyncio.to_thread(  # checking many sequences takes a while
+            lambda: variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+        )
 
     @unary("ModelInfo")
     async def ModelInfo(
