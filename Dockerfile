@@ -21,6 +21,7 @@ COPY proto ./proto
 COPY export ./export
 COPY server ./server
 COPY client ./client
+COPY train ./train
 COPY bench ./bench
 RUN pip install --no-cache-dir --extra-index-url ${TORCH_INDEX} ".[export]"
 ARG VARIANTS=fp32-opt
@@ -40,6 +41,7 @@ COPY proto ./proto
 COPY export ./export
 COPY server ./server
 COPY client ./client
+COPY train ./train
 COPY bench ./bench
 RUN pip install --no-cache-dir ".[${EXTRA}]" && rm -rf /src
 COPY --from=export /models /models

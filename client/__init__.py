@@ -13,13 +13,23 @@ Needs only grpcio, protobuf and numpy::
 from .aio import AsyncClient
 from .client import Client
 from .errors import BertserveError
-from .results import EmbedResult, Encoding, ModelInfo, Timing, VariantInfo
+from .results import (
+    Classification,
+    ClassifyResult,
+    EmbedResult,
+    Encoding,
+    ModelInfo,
+    Timing,
+    VariantInfo,
+)
 from .tensors import tensor_to_numpy
 from .tokenizer import ClientTokenizer, load_tokenizer
 
 __all__ = [
     "AsyncClient",
     "BertserveError",
+    "Classification",
+    "ClassifyResult",
     "Client",
     "ClientTokenizer",
     "EmbedResult",

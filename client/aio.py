@@ -23,17 +23,18 @@ from .channel import (
     default_target,
     open_channel,
 )
-from .client import EMBED_DOC
+from .client import CLASSIFY_DOC, EMBED_DOC
 from .errors import ANSWER_TOO_LARGE, BertserveError
 from .request import (
     EmbedOptions,
     Inputs,
+    classify_features,
     classify_request,
     needs_stream,
     split_request,
     tokenize_request,
 )
-from .results import EmbedResult, Encoding, ModelInfo, classifications, join_results
+from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo, join_results
 from .stream import (
     CALL_ATTEMPTS,
     RETRY_ATTEMPTS,
@@ -363,24 +364,51 @@ class AsyncClient:
 
     async def classify(
         self,
-        texts: str | Sequence[str],
+        inputs: Inputs,
         *,
         pairs: Sequence[str] | None = None,
         top_k: int = 0,
+        logits: bool = False,
+        output: str | Iterable[str] | None = None,
+        pooling: str | None = None,
+        layers: int | str | Iterable[int] | None = None,
+        aggregate: str | None = None,
+        normalize: bool = False,
+        dtype: str = "float32",
         truncate: bool = False,
         model: str | None = None,
         variant: str | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """Per text, ``[(label, score), ...]`` best first (``top_k`` = 0: every label)."""
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        """Labels of a fine-tuned classifier for each input, as a ``ClassifyResult``:
+        ``result.labels``, ``result[i].scores`` (label -> probability, best first).
+        """
+        features = classify_features(
+            output=output,
+            pooling=pooling,
+            layers=layers,
+            aggregate=aggregate,
+            normalize=normalize,
+            dtype=dtype,
+        )
+        model = model or self.model
+        info = await self._model_info(model) if features and features.needs_info else None
         request = classify_request(
-            texts,
+            inputs,
             pairs,
-            model=model or self.model,
+            model=model,
             variant=variant or self.variant,
             top_k=top_k,
             truncate=truncate,
+            logits=logits,
+            features=features,
+            info=info,
+            request_id=str(next(self._ids)),
         )
-        return classifications(await self._call(self._stub.Classify, request))
+        response = await self._call(self._stub.Classify, request, timeout)
+        return ClassifyResult.from_pb(response, info.num_layers if info else None)
+
+    classify.__doc__ = (classify.__doc__ or "") + CLASSIFY_DOC
 
     async def info(self, model: str | None = None) -> ModelInfo:
         """What the server says about ``model`` (default: the client's, else the server's)."""

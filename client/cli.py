@@ -20,6 +20,7 @@ PARTS = (
     "bertserve.export.cli",
     "bertserve.server.cli",
     "bertserve.client.commands",
+    "bertserve.train.cli",
     "bertserve.bench.cli",
 )
 

@@ -24,12 +24,13 @@ from .errors import ANSWER_TOO_LARGE, BertserveError
 from .request import (
     EmbedOptions,
     Inputs,
+    classify_features,
     classify_request,
     needs_stream,
     split_request,
     tokenize_request,
 )
-from .results import EmbedResult, Encoding, ModelInfo, classifications, join_results
+from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo, join_results
 from .stream import CALL_ATTEMPTS, StreamItem, SyncEmbedStream, backoff, remaining
 from .tensors import tensor_to_numpy
 
@@ -47,6 +48,16 @@ EMBED_DOC = """
         ``dtype``: "float32", "float16" or "bfloat16" on the wire (bfloat16 is returned
         as float32, exactly). ``truncate``: cut sequences over the model's limit
         (``result.truncated`` tells how many tokens were dropped) instead of failing.
+"""
+
+
+CLASSIFY_DOC = """
+        ``inputs``/``pairs``: as for ``embed`` (texts, text pairs or token sequences).
+        ``top_k``: how many labels per input, best first (0: every label).
+        ``logits``: also return the raw logits (``result.logits``, float32).
+        ``output``, ``pooling``, ``layers``, ``aggregate``, ``normalize``, ``dtype``:
+        embedding outputs of the same forward pass, as for ``embed`` (``result.features``);
+        none unless one is given.
 """
 
 
@@ -291,24 +302,51 @@ class Client:
 
     def classify(
         self,
-        texts: str | Sequence[str],
+        inputs: Inputs,
         *,
         pairs: Sequence[str] | None = None,
         top_k: int = 0,
+        logits: bool = False,
+        output: str | Iterable[str] | None = None,
+        pooling: str | None = None,
+        layers: int | str | Iterable[int] | None = None,
+        aggregate: str | None = None,
+        normalize: bool = False,
+        dtype: str = "float32",
         truncate: bool = False,
         model: str | None = None,
         variant: str | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """Per text, ``[(label, score), ...]`` best first (``top_k`` = 0: every label)."""
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        """Labels of a fine-tuned classifier for each input, as a ``ClassifyResult``:
+        ``result.labels``, ``result[i].scores`` (label -> probability, best first).
+        """
+        features = classify_features(
+            output=output,
+            pooling=pooling,
+            layers=layers,
+            aggregate=aggregate,
+            normalize=normalize,
+            dtype=dtype,
+        )
+        model = model or self.model
+        info = self._model_info(model) if features and features.needs_info else None
         request = classify_request(
-            texts,
+            inputs,
             pairs,
-            model=model or self.model,
+            model=model,
             variant=variant or self.variant,
             top_k=top_k,
             truncate=truncate,
+            logits=logits,
+            features=features,
+            info=info,
+            request_id=str(next(self._ids)),
         )
-        return classifications(self._call(self._stub.Classify, request))
+        response = self._call(self._stub.Classify, request, timeout)
+        return ClassifyResult.from_pb(response, info.num_layers if info else None)
+
+    classify.__doc__ = (classify.__doc__ or "") + CLASSIFY_DOC
 
     def info(self, model: str | None = None) -> ModelInfo:
         """What the server says about ``model`` (default: the client's, else the server's)."""

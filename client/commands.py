@@ -1,4 +1,4 @@
-"""The client's sub-commands: embed, tokenize, info, models, health."""
+"""The client's sub-commands: embed, classify, tokenize, info, models, health."""
 
 from __future__ import annotations
 
@@ -66,6 +66,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     embed.add_argument("--no-progress", action="store_true", help="bulk: no progress bar")
     embed.set_defaults(run=run_embed, extra="")
+
+    classify = subparsers.add_parser(
+        "classify",
+        help="labels of texts from a fine-tuned classifier",
+        description="The label and the probability of every label (best first) for each text, "
+        "from a model exported by `bertserve finetune`.",
+    )
+    classify.add_argument("texts", nargs="+", help="texts to classify")
+    _connection(classify)
+    classify.add_argument("--variant", default=None, help="fp32, fp32-opt, int8, fp16")
+    classify.add_argument("--pair", action="append", help="second segment (one per text)")
+    classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
+    classify.add_argument("--truncate", action="store_true", help="cut texts over the limit")
+    classify.add_argument("--format", choices=("text", "json"), default="text")
+    classify.set_defaults(run=run_classify, extra="")
 
     tokenize = subparsers.add_parser("tokenize", help="the server's tokenization of texts")
     tokenize.add_argument("texts", nargs="+")
@@ -230,6 +245,35 @@ def result_arrays(result: Any) -> dict[str, np.ndarray]:
             arrays[f"hidden_states.{layer}"] = np.concatenate(seqs) if seqs else np.zeros((0,))
     arrays["lengths"] = result.lengths
     return arrays
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    return _guarded(_classify, args)
+
+
+def _classify(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        result = client.classify(
+            args.texts,
+            pairs=args.pair,
+            top_k=args.top_k,
+            truncate=args.truncate,
+            variant=args.variant,
+        )
+    if args.format == "json":
+        rows = [
+            {"text": text, "label": r.label, "scores": r.scores}
+            for text, r in zip(args.texts, result.results, strict=True)
+        ]
+        print(json.dumps({"model": result.model, "variant": result.variant, "results": rows}))
+        return 0
+    for index, (text, r) in enumerate(zip(args.texts, result.results, strict=True)):
+        if index:
+            print()
+        print(f"{json.dumps(text, ensure_ascii=False)}: {r.label}")
+        for label, score in r.scores.items():
+            print(f"  {label:<16}{score:.4f}")
+    return 0
 
 
 def run_tokenize(args: argparse.Namespace) -> int:

@@ -177,7 +177,9 @@ class EmbedOptions:
 
 
 def fill_inputs(
-    request: pb.EmbedRequest, inputs: Inputs, pairs: Sequence[str] | None = None
+    request: pb.EmbedRequest | pb.ClassifyRequest,
+    inputs: Inputs,
+    pairs: str | Sequence[str] | None = None,
 ) -> None:
     """Put texts (with optional pairs) or token sequences into ``request``."""
     if isinstance(inputs, str):
@@ -186,7 +188,7 @@ def fill_inputs(
         pairs = [pairs]
     items = list(inputs)
     if not items:
-        raise ValueError("embed needs at least one text or token sequence")
+        raise ValueError("give at least one text or token sequence")
     if all(isinstance(item, str) for item in items):
         request.texts.extend(items)
         if pairs is not None:
@@ -304,19 +306,80 @@ def tokenize_request(
     return request
 
 
+def classify_features(
+    *,
+    output: str | Iterable[str] | None,
+    pooling: str | None,
+    layers: int | str | Iterable[int] | None,
+    aggregate: str | None,
+    normalize: bool,
+    dtype: str,
+) -> EmbedOptions | None:
+    """The embedding outputs a classify call asks for beside the labels; None: only labels."""
+    if output is None and pooling is None and layers is None and aggregate is None:
+        if normalize:
+            raise ValueError("normalize=True needs a sentence vector: set pooling or output")
+        return None
+    return EmbedOptions.parse(
+        output=output,
+        pooling=pooling,
+        layers=layers,
+        aggregate=aggregate,
+        normalize=normalize,
+        dtype=dtype,
+    )
+
+
+# The fields a ClassifyRequest shares with an EmbedRequest: inputs and embedding outputs.
+SHARED_FIELDS = (
+    "texts",
+    "text_pairs",
+    "sequences",
+    "token_embeddings",
+    "pooling",
+    "layers",
+    "all_layers",
+    "aggregate",
+    "normalize",
+    "dtype",
+    "truncate",
+)
+
+
 def classify_request(
-    texts: str | Sequence[str],
+    inputs: Inputs,
     pairs: str | Sequence[str] | None,
     *,
     model: str,
     variant: str,
     top_k: int,
     truncate: bool,
+    logits: bool = False,
+    features: EmbedOptions | None = None,
+    info: ModelInfo | None = None,
+    request_id: str = "",
 ) -> pb.ClassifyRequest:
-    """A ClassifyRequest for one text or many (``pairs``: their second segments)."""
+    """A ClassifyRequest for texts (``pairs``: their second segments) or token sequences;
+    ``features``: embedding outputs of the same pass, parsed as for embed."""
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k}: use 0 (every label) or a positive count")
     request = pb.ClassifyRequest(
-        model=model, variant=variant, texts=_texts(texts), top_k=top_k, truncate=truncate
+        id=request_id,
+        model=model,
+        variant=variant,
+        top_k=top_k,
+        truncate=truncate,
+        logits=logits,
     )
-    if pairs is not None:
-        request.text_pairs.extend(_texts(pairs))
+    if features is None:
+        fill_inputs(request, inputs, pairs)
+        return request
+    embed = features.to_request(inputs, pairs, info)
+    for name in SHARED_FIELDS:
+        value = getattr(embed, name)
+        if isinstance(value, str | int | bool):
+            setattr(request, name, value)
+        else:
+            getattr(request, name).extend(value)
+    request.truncate = truncate
     return request

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from bertserve.v1 import bertserve_pb2 as pb
 
+from .tensors import tensor_to_numpy
+
 POOLING_NAMES = {
     pb.POOLING_UNSPECIFIED: "",
     pb.POOLING_NONE: "none",
@@ -219,6 +221,61 @@ class ModelInfo:
         )
 
 
-def classifications(response: pb.ClassifyResponse) -> list[list[tuple[str, float]]]:
-    """Per input, ``[(label, score), ...]`` best first."""
-    return [[(s.label, s.score) for s in result.labels] for result in response.results]
+@dataclass(frozen=True)
+class Classification:
+    """One input's best ``label`` and ``scores``: label -> probability, best first (top_k)."""
+
+    label: str
+    scores: dict[str, float]
+
+
+@dataclass
+class ClassifyResult:
+    """The labels of one batch, in the order of its inputs; indexable like a list.
+
+    - ``labels``: the best label of each input; ``results[i].scores`` its probabilities.
+    - ``logits``: ``(batch, labels)`` float32 when asked for (``logits=True``), else None.
+    - ``features``: the embedding outputs of the same forward pass as an ``EmbedResult``
+      (``sentence_embedding``, ``token_embeddings``, ``hidden_states``), or None.
+    """
+
+    model: str
+    variant: str
+    results: list[Classification]
+    timing: Timing
+    logits: np.ndarray | None = None
+    features: EmbedResult | None = None
+    id: str = ""
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.results]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Classification:
+        return self.results[index]
+
+    @classmethod
+    def from_pb(
+        cls, response: pb.ClassifyResponse, num_layers: int | None = None
+    ) -> ClassifyResult:
+        """From an answer (``num_layers`` turns negative layer names absolute, as for embed)."""
+        outputs = {piece.name: tensor_to_numpy(piece.tensor) for piece in response.outputs}
+        features = {k: v for k, v in outputs.items() if k != "logits"}
+        return cls(
+            model=response.model,
+            variant=response.variant,
+            results=[
+                Classification(r.label, {s.label: s.score for s in r.labels})
+                for r in response.results
+            ],
+            timing=Timing.from_pb(response.timing),
+            logits=outputs.get("logits"),
+            # the answer carries lengths, truncated and timing under Embed's names
+            features=EmbedResult.from_outputs(response, features, num_layers)  # type: ignore[arg-type]
+            if features
+            else None,
+            id=response.id,
+        )

@@ -14,9 +14,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ExportError, NotBertError, PackageExistsError, ValidationError
 from .sources import CONFIGS, minilm_path
+
+if TYPE_CHECKING:
+    from .validate import LabelledTexts
 
 __all__ = [
     "CONFIGS",
@@ -111,6 +115,8 @@ def export_model(
     variants: Sequence[str] = DEFAULT_VARIANTS,
     force: bool = False,
     progress: bool = True,
+    evaluation: LabelledTexts | None = None,
+    manifest_extra: dict | None = None,
 ) -> list[Path]:
     """Export `model` (a folder, 'minilm', a cached hub name) or a random `config` into
     `<repo>/<name>/<variant>/` for each variant; returns those folders.
@@ -118,6 +124,11 @@ def export_model(
     Every variant is validated against PyTorch before anything is moved into place:
     an fp32 or fp32-opt variant off by more than 1e-4 raises ValidationError and
     writes nothing. Raises ExportError (or a subclass) with a message for the user.
+
+    A sequence-classification checkpoint (config.json's architectures) exports with its
+    ``logits`` and labels; each variant's labels are scored against PyTorch's on
+    ``evaluation`` (texts with true class ids: accuracy too), else on the validation
+    sentences. ``manifest_extra``: more fields for every manifest (e.g. training facts).
     """
     from . import convert, validate
     from . import variants as optimize
@@ -135,8 +146,9 @@ def export_model(
             f"{model_dir} already holds {', '.join(existing)}; pass --force to replace them"
         )
 
+    labels = None if source.random_config else convert.classifier_labels(source.folder)
     needs_opt = bool({"fp32-opt", "int8"} & set(chosen))
-    steps = _Steps(3 + needs_opt + ("int8" in chosen) + ("fp16" in chosen), progress)
+    steps = _Steps(3 + needs_opt + ("int8" in chosen) + ("fp16" in chosen) + bool(labels), progress)
     work = Path(tempfile.mkdtemp(prefix=".work-", dir=model_dir))
     staged: dict[str, Path] = {}
     try:
@@ -144,7 +156,11 @@ def export_model(
             torch_model, pooler_trained = convert.load_model(source)
             tokenizer = convert.load_tokenizer(source)
         cfg = torch_model.config
-        with steps.step("exporting fp32 ONNX with every hidden state (optimum)"):
+        max_length = cfg.max_position_embeddings
+        if 0 < getattr(tokenizer, "model_max_length", 0) < max_length:
+            max_length = int(tokenizer.model_max_length)
+        outputs = "logits and every hidden state" if labels else "every hidden state"
+        with steps.step(f"exporting fp32 ONNX with {outputs} (optimum)"):
             fp32 = convert.export_fp32(torch_model, work / "fp32")
         files = {"fp32": fp32}
         notes: dict[str, dict] = {}
@@ -176,7 +192,21 @@ def export_model(
             inputs = validate.reference_inputs(tokenizer)
             reference = validate.reference_outputs(torch_model, inputs)
             reports = [validate.validate_variant(v, files[v], inputs, reference) for v in chosen]
+        if labels:
+            scored = evaluation or validate.LabelledTexts(list(validate.SENTENCES))
+            with steps.step(f"scoring the classifier's labels on {len(scored.texts)} rows"):
+                expected = validate.torch_logits(torch_model, tokenizer, scored, max_length)
+                for report in reports:
+                    if report.ran:
+                        logits = validate.onnx_logits(
+                            files[report.variant], tokenizer, scored, max_length
+                        )
+                        report.classification = validate.score_classifier(
+                            expected, logits, scored.label_ids
+                        )
         table = validate.format_table(name, reports)
+        if labels:
+            table += "\n" + validate.format_classification(reports)
         if progress:
             print(table, file=sys.stderr)
         failed = [r for r in reports if not r.passed]
@@ -186,12 +216,10 @@ def export_model(
             )
 
         lowercase = tokenizer.tokenize("Paris") == tokenizer.tokenize("paris")
-        max_length = cfg.max_position_embeddings
-        if 0 < getattr(tokenizer, "model_max_length", 0) < max_length:
-            max_length = int(tokenizer.model_max_length)
         common = {
             "name": name,
-            "architecture": "BertModel",
+            "architecture": "BertForSequenceClassification" if labels else "BertModel",
+            "task": convert.CLASSIFICATION if labels else "feature-extraction",
             "model_type": "bert",
             "num_layers": cfg.num_hidden_layers,
             "hidden_size": cfg.hidden_size,
@@ -209,8 +237,14 @@ def export_model(
             "pooler_trained": pooler_trained,
             "opset": convert.OPSET,
             "inputs": list(convert.INPUTS),
-            "outputs": convert.output_names(cfg.num_hidden_layers),
-            "labels": None,
+            "outputs": convert.output_names(cfg.num_hidden_layers, classifier=bool(labels)),
+            "labels": labels,
+            **(
+                {"evaluation": validate.evaluation_summary(evaluation, reports)}
+                if labels and evaluation and evaluation.label_ids is not None
+                else {}
+            ),
+            **(manifest_extra or {}),
         }
         for report in reports:
             variant = report.variant

@@ -1,7 +1,9 @@
-"""Every output of every variant against PyTorch, on sentences of mixed lengths with padding."""
+"""Every output of every variant against PyTorch, on sentences of mixed lengths with padding;
+for a classifier also its labels, on labelled data when there is some."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ SENTENCES = (
 )
 MAX_ABS_ERROR = {"fp32": 1e-4, "fp32-opt": 1e-4}  # int8 and fp16 are judged by cosine
 MIN_MEAN_COSINE = 0.99
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass
@@ -37,6 +40,7 @@ class VariantReport:
     )  # worst over sentences: cls, pooler, mean
     ran: bool = True
     note: str = ""
+    classification: dict = field(default_factory=dict)  # labels against PyTorch's
 
     @property
     def passed(self) -> bool:
@@ -59,16 +63,24 @@ class VariantReport:
             "note": self.note,
             "tolerance": MAX_ABS_ERROR.get(self.variant),
             "sentences": len(SENTENCES),
+            **({"classification": self.classification} if self.classification else {}),
         }
+
+
+@dataclass(frozen=True)
+class LabelledTexts:
+    """Texts (and their pairs) a classifier is scored on, with true class ids when known."""
+
+    texts: list[str]
+    pairs: list[str] | None = None
+    label_ids: list[int] | None = None
+    name: str = "validation sentences"
 
 
 def reference_inputs(tokenizer: PreTrainedTokenizerFast) -> dict[str, np.ndarray]:
     """The validation batch, padded to its longest sentence: (batch, seq) int64 each."""
     batch = tokenizer(list(SENTENCES), padding=True, return_tensors="np")
-    return {
-        name: batch[name].astype(np.int64)
-        for name in ("input_ids", "attention_mask", "token_type_ids")
-    }
+    return {name: batch[name].astype(np.int64) for name in INPUTS}
 
 
 def reference_outputs(model: BertModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -77,7 +89,8 @@ def reference_outputs(model: BertModel, inputs: dict[str, np.ndarray]) -> dict[s
         out = model(
             **{k: torch.from_numpy(v) for k, v in inputs.items()}, output_hidden_states=True
         )
-    named = {"last_hidden_state": out.last_hidden_state, "pooler_output": out.pooler_output}
+    named = {"logits": out.logits} if getattr(out, "logits", None) is not None else {}
+    named.update(last_hidden_state=out.last_hidden_state, pooler_output=out.pooler_output)
     named.update({f"hidden_states.{i}": h for i, h in enumerate(out.hidden_states)})
     return {k: v.numpy() for k, v in named.items()}
 
@@ -160,3 +173,123 @@ def format_table(model_name: str, reports: list[VariantReport]) -> str:
             f"  {verdict}"
         )
     return "\n".join(lines)
+
+
+def _batches(
+    tokenizer: PreTrainedTokenizerFast, data: LabelledTexts, max_length: int, size: int = 64
+) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """(row indices, padded int64 inputs) in batches of similar length, cut at max_length."""
+    encoded = tokenizer(data.texts, data.pairs, truncation=True, max_length=max_length)["input_ids"]
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        texts = [data.texts[i] for i in rows]
+        pairs = [data.pairs[i] for i in rows] if data.pairs else None
+        batch = tokenizer(
+            texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="np"
+        )
+        yield rows, {name: batch[name].astype(np.int64) for name in INPUTS}
+
+
+def torch_logits(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, data: LabelledTexts, max_length: int
+) -> np.ndarray:
+    """PyTorch's logits of every row: (rows, labels) float32."""
+    logits = np.zeros((len(data.texts), model.config.num_labels), dtype=np.float32)
+    with torch.no_grad():
+        for rows, inputs in _batches(tokenizer, data, max_length):
+            out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+            logits[rows] = out.logits.numpy()
+    return logits
+
+
+def onnx_logits(
+    model_file: Path, tokenizer: PreTrainedTokenizerFast, data: LabelledTexts, max_length: int
+) -> np.ndarray:
+    """An exported classifier's logits of every row on the CPU: (rows, labels) float32."""
+    session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+    chunks = [
+        (rows, session.run(["logits"], inputs)[0])
+        for rows, inputs in _batches(tokenizer, data, max_length)
+    ]
+    logits = np.zeros((len(data.texts), chunks[0][1].shape[1]), dtype=np.float32)
+    for rows, values in chunks:
+        logits[rows] = values
+    return logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def accuracy_and_macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> dict:
+    """Accuracy and the unweighted mean of the per-class F1 scores."""
+    f1 = []
+    for c in range(classes):
+        tp = int(((predicted == c) & (truth == c)).sum())
+        wrong = int(((predicted == c) != (truth == c)).sum())  # false positives + negatives
+        f1.append(2 * tp / (2 * tp + wrong) if tp + wrong else 0.0)
+    return {"accuracy": float((truth == predicted).mean()), "macro_f1": float(np.mean(f1))}
+
+
+def score_classifier(
+    reference: np.ndarray, logits: np.ndarray, label_ids: list[int] | None
+) -> dict:
+    """A variant's labels and probabilities against PyTorch's (and the truth, when known)."""
+    ours, theirs = logits.argmax(-1), reference.argmax(-1)
+    report = {
+        "rows": int(len(logits)),
+        "label_agreement": float((ours == theirs).mean()),
+        "max_abs_error_probability": float(np.abs(softmax(logits) - softmax(reference)).max()),
+    }
+    if label_ids is not None:
+        truth, classes = np.asarray(label_ids), reference.shape[1]
+        mine = accuracy_and_macro_f1(truth, ours, classes)
+        pytorch = accuracy_and_macro_f1(truth, theirs, classes)
+        report.update(
+            mine,
+            pytorch_accuracy=pytorch["accuracy"],
+            pytorch_macro_f1=pytorch["macro_f1"],
+            accuracy_change_points=100 * (mine["accuracy"] - pytorch["accuracy"]),
+        )
+    return report
+
+
+def format_classification(reports: list[VariantReport]) -> str:
+    """One line per variant: label agreement with PyTorch and, with labels, accuracy."""
+    lines = []
+    for r in reports:
+        c = r.classification
+        if not c:
+            continue
+        line = (
+            f"{r.variant:<10} max|Δ| logits {r.max_abs_error['logits']:.2e}; labels agree with "
+            f"PyTorch on {c['label_agreement']:.2%} of {c['rows']} rows, max |Δp| "
+            f"{c['max_abs_error_probability']:.1e}"
+        )
+        if "accuracy" in c:
+            line += (
+                f"; accuracy {c['accuracy']:.4f} ({c['accuracy_change_points']:+.2f} points vs "
+                f"PyTorch {c['pytorch_accuracy']:.4f}), macro-F1 {c['macro_f1']:.4f}"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def evaluation_summary(data: LabelledTexts, reports: list[VariantReport]) -> dict:
+    """The manifest's record of how each variant scores on labelled ``data``."""
+    keys = ("accuracy", "macro_f1", "label_agreement", "accuracy_change_points")
+    scored = [r for r in reports if r.classification]
+    summary: dict = {"data": data.name, "rows": len(data.texts)}
+    if scored:
+        first = scored[0].classification
+        summary["pytorch"] = {
+            "accuracy": first["pytorch_accuracy"],
+            "macro_f1": first["pytorch_macro_f1"],
+        }
+    for r in scored:
+        summary[r.variant] = {k: r.classification[k] for k in keys}
+    return summary

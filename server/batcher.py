@@ -250,8 +250,9 @@ class Batcher:
     def running_batches(self) -> int:
         return len(self._running)
 
-    def _admit(self, count: int, tokens: int) -> None:
-        """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now."""
+    def admit(self, count: int, tokens: int = 0) -> None:
+        """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now
+        (callers check before tokenizing; ``submit`` checks again with the tokens)."""
         settings = self.settings
         if self._closing:
             raise Unavailable(f"{self.name}: the server is shutting down; retry on another replica")
@@ -302,7 +303,7 @@ class Batcher:
         if sizes.shape != (len(payloads),):
             raise ValueError(f"{len(payloads)} payloads but {sizes.shape} lengths")
         tokens = int(sizes.sum())
-        self._admit(len(payloads), tokens)
+        self.admit(len(payloads), tokens)
         if not payloads:
             return BatchedResult([], 0, 0, 0)
         self.start()

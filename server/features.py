@@ -23,6 +23,7 @@ class FeatureSpec:
     aggregate: str = "last"
     normalize: bool = False
     dtype: str = "float32"
+    logits: bool = False  # a classifier's "logits" (labels,) per sequence
 
     def representation_layers(self) -> tuple[int, ...]:
         """The hidden states the token representation is built from."""
@@ -46,6 +47,8 @@ class FeatureSpec:
                 names.update(f"hidden_states.{i}" for i in self.representation_layers())
         if self.pooling == "pooler":
             names.add("pooler_output")
+        if self.logits:
+            names.add("logits")
         return names
 
 
@@ -107,18 +110,29 @@ def sequence_features(
         result[f"hidden_states.{layer}"] = outputs[f"hidden_states.{layer}"][row, :length].astype(
             np.float32
         )
+    if spec.logits:
+        result["logits"] = outputs["logits"][row].astype(np.float32)
     return result
+
+
+SEQUENCE_OUTPUTS = ("sentence_embedding", "logits")  # one row per sequence, not per token
 
 
 def pack(per_sequence: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Join per-sequence results: token-level outputs row after row (total_tokens, width),
-    the sentence vectors stacked (sequences, width)."""
+    the sentence vectors and logits stacked (sequences, width)."""
     names = per_sequence[0].keys()
     packed = {}
     for name in names:
         parts = [result[name] for result in per_sequence]
-        packed[name] = np.stack(parts) if name == "sentence_embedding" else np.concatenate(parts)
+        packed[name] = np.stack(parts) if name in SEQUENCE_OUTPUTS else np.concatenate(parts)
     return packed
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64."""
+    exp = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def to_bfloat16_bits(array: np.ndarray) -> np.ndarray:

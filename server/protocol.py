@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from bertserve.server.errors import InvalidArgument
-from bertserve.server.features import FeatureSpec, convert
+from bertserve.server.features import FeatureSpec, convert, softmax
 from bertserve.server.models import EmbedResult, LoadedVariant, ModelRegistry
 from bertserve.v1 import bertserve_pb2 as pb
 
@@ -43,8 +45,11 @@ def _enum_name(enum: object, value: int) -> str:
         return str(value)
 
 
-def feature_spec(request: pb.EmbedRequest, variant: LoadedVariant) -> FeatureSpec:
-    """The validated outputs an EmbedRequest asks for."""
+def feature_spec(
+    request: pb.EmbedRequest | pb.ClassifyRequest, variant: LoadedVariant
+) -> FeatureSpec:
+    """The validated outputs an EmbedRequest (or a ClassifyRequest's embedding fields) asks
+    for."""
     top = variant.num_layers
     layers: list[int] = []
     for index, layer in enumerate(request.layers):
@@ -119,7 +124,9 @@ def check_inputs(request: pb.EmbedRequest | pb.ClassifyRequest) -> None:
         )
 
 
-def raw_sequences(request: pb.EmbedRequest) -> list[tuple[list[int], list[int], list[int]]]:
+def raw_sequences(
+    request: pb.EmbedRequest | pb.ClassifyRequest,
+) -> list[tuple[list[int], list[int], list[int]]]:
     return [
         (list(s.input_ids), list(s.attention_mask), list(s.token_type_ids))
         for s in request.sequences
@@ -225,3 +232,58 @@ def model_info_pb(registry: ModelRegistry, name: str) -> pb.ModelInfo:
         labels=list(manifest.get("labels") or []),
         is_default=model.name == registry.default_model,
     )
+
+
+def classify_spec(request: pb.ClassifyRequest, variant: LoadedVariant) -> FeatureSpec:
+    """The logits, plus the embedding outputs a ClassifyRequest asks for (none by default)."""
+    asks = (
+        request.token_embeddings
+        or request.pooling not in (pb.POOLING_UNSPECIFIED, pb.POOLING_NONE)
+        or request.layers
+        or request.all_layers
+        or request.normalize
+    )
+    if not asks:
+        return FeatureSpec(num_layers=variant.num_layers, logits=True)
+    return dataclasses.replace(feature_spec(request, variant), logits=True)
+
+
+def classify_response(
+    request: pb.ClassifyRequest,
+    variant: LoadedVariant,
+    labels: list[str],
+    result: EmbedResult,
+    spec: FeatureSpec,
+    timing: pb.Timing,
+) -> pb.ClassifyResponse:
+    """Labels best first with their probabilities (softmax of the logits), up to top_k; the
+    logits and embedding outputs when asked for, each whole."""
+    logits = result.outputs["logits"]
+    probabilities = softmax(logits)
+    top_k = min(request.top_k or len(labels), len(labels))
+    best_first = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    response = pb.ClassifyResponse(
+        id=request.id,
+        model=variant.model.name,
+        variant=variant.package.name,
+        results=[
+            pb.Classification(
+                label=labels[order[0]],
+                labels=[pb.LabelScore(label=labels[i], score=float(row[i])) for i in order],
+            )
+            for row, order in zip(probabilities, best_first, strict=True)
+        ],
+        timing=timing,
+        lengths=result.lengths,
+        truncated=result.truncated,
+    )
+    for name, array in result.outputs.items():
+        if name == "logits" and not request.logits:
+            continue
+        dtype = "float32" if name == "logits" else spec.dtype
+        response.outputs.append(
+            pb.TensorPiece(
+                name=name, row_offset=0, total_rows=array.shape[0], tensor=tensor(array, dtype)
+            )
+        )
+    return response

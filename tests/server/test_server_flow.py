@@ -194,3 +194,31 @@ async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, c
     finally:
         await server.stop(0)
     assert any("ModelInfo failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_checking_many_token_sequences_does_not_stall_the_server(in_process):
+    """30,000 pre-tokenized sequences are checked off the event loop: a ModelInfo sent just
+    after is answered first, and the bad id in the last sequence is still found."""
+    sequences = [pb.TokenSequence(input_ids=[101, 7592, 2088, 999, 102])] * 29_999
+    sequences.append(pb.TokenSequence(input_ids=[101, 99_999, 102]))
+    big = asyncio.ensure_future(in_process.stub.Embed(pb.EmbedRequest(sequences=sequences)))
+    await asyncio.sleep(0.05)  # sent and being checked
+    info = await in_process.stub.ModelInfo(pb.ModelInfoRequest())
+    assert info.model.name == "minilm"
+    assert not big.done(), "the big request was answered before the ModelInfo sent after it"
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await big
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "sequences[29999].input_ids[1]=99999: outside the vocabulary" in error.value.details()
+
+
+async def test_a_request_larger_than_the_queue_is_refused_before_any_work(in_process):
+    batch = in_process.server.registry.loaded[("minilm", "fp32-opt")].batcher.settings
+    texts = ["x"] * (batch.max_queue_sequences + 1)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await in_process.stub.Embed(pb.EmbedRequest(texts=texts))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        f"more sequences than minilm/fp32-opt queues at once ({batch.max_queue_sequences:,})"
+        in (error.value.details())
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "transformers", "optimum")
+HEAVY = ("torch", "transformers", "optimum", "sklearn", "matplotlib")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,7 @@ def test_wheel_has_only_the_bertserve_package(wheel: zipfile.ZipFile) -> None:
         "export/__init__.py",
         "server/__init__.py",
         "client/__init__.py",
+        "train/__init__.py",
         "v1/bertserve_pb2.py",
         "v1/bertserve_pb2_grpc.py",
         "v1/bertserve.proto",
@@ -61,7 +62,7 @@ def test_wheel_metadata_declares_the_extras(wheel: zipfile.ZipFile) -> None:
         "numpy",
         "protobuf",
     ]
-    for extra in ("server", "gpu", "export", "dev"):
+    for extra in ("server", "gpu", "export", "train", "dev"):
         assert f"Provides-Extra: {extra}" in text
     assert 'torch==2.13.0; extra == "export"' in text
 

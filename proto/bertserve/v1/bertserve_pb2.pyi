@@ -213,7 +213,7 @@ class TokenizeResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., encodings: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("id", "model", "variant", "texts", "text_pairs", "truncate", "top_k")
+    __slots__ = ("id", "model", "variant", "texts", "text_pairs", "truncate", "top_k", "sequences", "logits", "token_embeddings", "pooling", "layers", "all_layers", "aggregate", "normalize", "dtype")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +221,15 @@ class ClassifyRequest(_message.Message):
     TEXT_PAIRS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    LOGITS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    ALL_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     variant: str
@@ -228,7 +237,16 @@ class ClassifyRequest(_message.Message):
     text_pairs: _containers.RepeatedScalarFieldContainer[str]
     truncate: bool
     top_k: int
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., text_pairs: _Optional[_Iterable[str]] = ..., truncate: _Optional[bool] = ..., top_k: _Optional[int] = ...) -> None: ...
+    sequences: _containers.RepeatedCompositeFieldContainer[TokenSequence]
+    logits: bool
+    token_embeddings: bool
+    pooling: Pooling
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    all_layers: bool
+    aggregate: Aggregation
+    normalize: bool
+    dtype: DType
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., text_pairs: _Optional[_Iterable[str]] = ..., truncate: _Optional[bool] = ..., top_k: _Optional[int] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., logits: _Optional[bool] = ..., token_embeddings: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., layers: _Optional[_Iterable[int]] = ..., all_layers: _Optional[bool] = ..., aggregate: _Optional[_Union[Aggregation, str]] = ..., normalize: _Optional[bool] = ..., dtype: _Optional[_Union[DType, str]] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")
@@ -239,22 +257,32 @@ class LabelScore(_message.Message):
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("labels",)
+    __slots__ = ("labels", "label")
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ...) -> None: ...
+    label: str
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., label: _Optional[str] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("id", "model", "results", "timing")
+    __slots__ = ("id", "model", "results", "timing", "variant", "lengths", "truncated", "outputs")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     results: _containers.RepeatedCompositeFieldContainer[Classification]
     timing: Timing
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ...) -> None: ...
+    variant: str
+    lengths: _containers.RepeatedScalarFieldContainer[int]
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    outputs: _containers.RepeatedCompositeFieldContainer[TensorPiece]
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., variant: _Optional[str] = ..., lengths: _Optional[_Iterable[int]] = ..., truncated: _Optional[_Iterable[int]] = ..., outputs: _Optional[_Iterable[_Union[TensorPiece, _Mapping]]] = ...) -> None: ...
 
 class ModelInfoRequest(_message.Message):
     __slots__ = ("model",)

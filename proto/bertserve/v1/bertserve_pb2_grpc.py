@@ -95,7 +95,8 @@ class BertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Classify(self, request, context):
-        """Labels from a fine-tuned classification head.
+        """Labels from a fine-tuned classification head (FAILED_PRECONDITION for a
+        model without one). Answers must fit in 4 MB, as for Embed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
