@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HELPER = ROOT.parent / "shared" / "tools" / "docker-here.sh"
 IMAGE = "bertserve:test"
 
-pytestmark = pytest.mark.docker
+# the first build installs the exporter (torch) and exports the model: longer than a test
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(3000)]
 
 
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
