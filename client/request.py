@@ -250,7 +250,7 @@ def estimated_answer_bytes(request: pb.EmbedRequest, info: ModelInfo) -> int:
 
 
 # More inputs than this in one embed call go over EmbedStream as several requests, so no
-# single request or answer nears a message limit; the server's default cap is 2048.
+# single request or answer nears a message or queue limit.
 SPLIT_SEQUENCES = 256
 # A streamed piece's answer stays around this size (the server's default cap is 16 MiB).
 PIECE_ANSWER_BYTES = 8 * 1024 * 1024

@@ -85,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-request-bytes", type=int, help="largest request message (default 16 MiB)"
     )
     limits.add_argument(
-        "--max-request-sequences", type=int, help="texts or sequences per request (default 2048)"
+        "--max-request-sequences", type=int, help="texts or sequences per request (default 65536)"
     )
     limits.add_argument(
         "--max-answer-bytes", type=int, help="largest EmbedStream answer (default 16 MiB)"

@@ -83,7 +83,9 @@ class ServerConfig:
     max_concurrent_rpcs: int = 1024  # as many as one batcher queues (max_queue_requests)
     # The largest request message; the client sends up to 16 MiB, so the two agree.
     max_request_bytes: int = 16 * 1024 * 1024
-    max_request_sequences: int = 2048  # texts or token sequences in one request
+    # texts or token sequences in one request; above the batcher's max_queue_sequences, so
+    # for Embed and Classify the queue's own bound (and message) comes first
+    max_request_sequences: int = 65536
     # One EmbedStream answer (all its chunks); bigger ones are refused before computing.
     max_answer_bytes: int = 16 * 1024 * 1024
     # Computed-but-unsent answer bytes one EmbedStream may hold: a caller that stops reading

@@ -184,7 +184,7 @@ def embed_requests(draw) -> pb.EmbedRequest:
     if kind in ("sequences", "both"):
         request.sequences.extend(draw(st.lists(sequences(), max_size=4)))
     if kind == "huge":  # over max_request_sequences
-        request.texts.extend(["a"] * 3000)
+        request.texts.extend(["a"] * 70_000)
     if kind == "long":  # over the model's 512 tokens; rare, since each costs real work
         rare = draw(st.integers(0, 99))
         if rare < 4:

@@ -20,7 +20,9 @@ from servers import start_server
 @pytest.fixture(scope="module")
 def server(model_repo):
     server = start_server(
-        model_repo, "--max-loaded-variants", "2", "--allowed-variants", "fp32,fp32-opt"
+        model_repo,
+        *("--max-loaded-variants", "2", "--allowed-variants", "fp32,fp32-opt"),
+        *("--max-request-sequences", "2048"),
     )
     yield server
     server.stop()
