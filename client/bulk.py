@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -166,6 +166,7 @@ def embed_file(
     batch_size: int = 32,
     window: int = 8,
     read_ahead: int = 4096,
+    lengths: Callable[[list[str]], list[int]] | None = None,
     progress: bool = True,
     **options: Any,
 ) -> int:
@@ -173,7 +174,9 @@ def embed_file(
 
     Texts are read ``read_ahead`` at a time, sorted by length and sent over one EmbedStream
     as batches of ``batch_size`` similar lengths (``window`` in flight), then written back in
-    input order: the server computes little padding however the file is ordered. A blank
+    input order: the server computes little padding however the file is ordered. Lengths are
+    character counts, or what ``lengths(texts)`` says (token counts, from the model's own
+    tokenizer: ``load_tokenizer(folder).lengths``). A blank
     text gets a row of NaN (it has no embedding). ``options`` go to ``Client.embed_stream``
     and must give one sentence vector per text. Returns the number of rows written.
     """
@@ -213,7 +216,9 @@ def embed_file(
 
     def plan(start: int, texts: list[str]) -> Iterator[list[str]]:
         kept = [i for i, text in enumerate(texts) if text.strip()]
-        groups = sorted_batches([len(texts[i]) for i in kept], batch_size)
+        kept_texts = [texts[i] for i in kept]
+        sizes = lengths(kept_texts) if lengths else [len(text) for text in kept_texts]
+        groups = sorted_batches(sizes, batch_size)
         groups = [[kept[i] for i in group] for group in groups]
         sent.append(_Window(start, len(texts), groups, RowsInOrder(len(texts))))
         for group in groups:

@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--format", choices=FORMATS, default="json", help="for texts (default json)")
     embed.add_argument("--input", type=Path, help="bulk: a .txt (one text a line) or .jsonl file")
     embed.add_argument("--field", default="text", help="bulk: the text field of .jsonl objects")
+    embed.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="bulk: a model variant folder (or tokenizer.json) to sort texts by token count "
+        "instead of characters (needs the [tokenize] extra)",
+    )
     embed.add_argument("--output", "-o", type=Path, help="file to write (bulk: .npy or .parquet)")
     embed.add_argument("--batch-size", type=int, default=32, help="bulk: texts per request")
     embed.add_argument("--window", type=int, default=8, help="bulk: requests in flight")
@@ -189,6 +195,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from .bulk import OUTPUT_SUFFIXES, embed_file
+    from .tokenizer import load_tokenizer
 
     if args.texts:
         return _fail("embed: give texts or --input, not both")
@@ -206,6 +213,7 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 batch_size=args.batch_size,
                 window=args.window,
                 read_ahead=args.read_ahead,
+                lengths=load_tokenizer(args.tokenizer).lengths if args.tokenizer else None,
                 progress=not args.no_progress,
                 **options,
             )

@@ -62,6 +62,10 @@ class ClientTokenizer:
             for e in encodings
         ]
 
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text, specials included and without truncation."""
+        return [len(encoding.ids) for encoding in self._tokenizer.encode_batch(list(texts))]
+
     def tokens(self, text: str) -> list[str]:
         """The WordPiece tokens of one text, specials included."""
         return list(self._tokenizer.encode(text).tokens)

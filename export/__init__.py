@@ -179,7 +179,7 @@ def export_model(
                 notes["int8"] = {
                     "quantization": {
                         "method": "dynamic",
-                        "weights": "int8 per channel",
+                        "weights": "int8 per channel, reduce_range (7-bit)",
                         "kept_fp32": kept,
                     }
                 }
@@ -189,7 +189,7 @@ def export_model(
                 optimize.write_fp16(fp32, files["fp16"], cfg.num_attention_heads, cfg.hidden_size)
 
         with steps.step(f"validating {', '.join(chosen)} against PyTorch"):
-            inputs = validate.reference_inputs(tokenizer)
+            inputs = validate.reference_inputs(tokenizer, min(cfg.max_position_embeddings, 512))
             reference = validate.reference_outputs(torch_model, inputs)
             reports = [validate.validate_variant(v, files[v], inputs, reference) for v in chosen]
         if labels:

@@ -167,7 +167,6 @@ class _Request:
     order: np.ndarray  # indices by length, shortest first (stable)
     arrived: float  # loop.time()
     submitted_ns: int
-    deadline: float | None
     results: list[Any]
     remaining: int  # sequences without a result yet
     waiting: int  # sequences not yet taken into a batch
@@ -316,7 +315,6 @@ class Batcher:
             order=np.argsort(sizes, kind="stable"),
             arrived=now,
             submitted_ns=time.monotonic_ns(),
-            deadline=None if timeout is None else now + timeout,
             results=[None] * len(payloads),
             remaining=len(payloads),
             waiting=len(payloads),
@@ -327,24 +325,32 @@ class Batcher:
         self._queued_tokens += tokens
         self._report_depth()
         self._changed.set()
+        # a timer, not wait_for: no task per request, and the queue is left the moment it fires
+        timer = None if timeout is None else loop.call_later(timeout, self._expire, request)
         try:
-            if request.deadline is None:
-                await request.future
-            else:
-                await asyncio.wait_for(asyncio.shield(request.future), timeout)
-        except TimeoutError:
-            self._discard(request, "deadline")
-            raise DeadlineExceeded(
-                f"{self.name}: the deadline passed before the request was computed"
-            ) from None
+            await request.future
+        except DeadlineExceeded:
+            raise
         except BaseException:
             # cancelled, or one of its batches failed: what still waits is never computed
             self._discard(request, "cancelled")
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         queue_ns = (request.first_start_ns or request.submitted_ns) - request.submitted_ns
         return BatchedResult(
             request.results, queue_ns, request.inference_ns, request.computed_tokens
         )
+
+    def _expire(self, request: _Request) -> None:
+        if not request.future.done():
+            request.future.set_exception(
+                DeadlineExceeded(
+                    f"{self.name}: the deadline passed before the request was computed"
+                )
+            )
+            self._discard(request, "deadline")
 
     def _discard(self, request: _Request, reason: str) -> None:
         """A request whose caller left: its waiting sequences leave the queue uncomputed."""

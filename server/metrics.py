@@ -46,29 +46,41 @@ DROPPED = Counter(
 
 
 class ModelMetrics:
-    """The batcher's observer for one model variant (label ``model`` = "name/variant")."""
+    """The batcher's observer for one model variant (label ``model`` = "name/variant"); the
+    labelled series are looked up once, not on every batch."""
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self._batch_size = BATCH_SIZE.labels(label)
+        self._batch_tokens = BATCH_TOKENS.labels(label)
+        self._inference = INFERENCE_SECONDS.labels(label)
+        self._padding = PADDING_RATIO.labels(label)
+        self._real = TOKENS.labels(label, "real")
+        self._padded = TOKENS.labels(label, "padding")
+        self._queue_seconds = QUEUE_SECONDS.labels(label)
+        self._depth = (
+            QUEUE_DEPTH.labels(label),
+            QUEUE_SEQUENCES.labels(label),
+            QUEUE_TOKENS.labels(label),
+        )
 
     def batch_done(self, size: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
-        BATCH_SIZE.labels(self.label).observe(size)
-        BATCH_TOKENS.labels(self.label).observe(padded_tokens)
-        INFERENCE_SECONDS.labels(self.label).observe(seconds)
-        PADDING_RATIO.labels(self.label).observe(1 - real_tokens / max(padded_tokens, 1))
-        TOKENS.labels(self.label, "real").inc(real_tokens)
-        TOKENS.labels(self.label, "padding").inc(padded_tokens - real_tokens)
+        self._batch_size.observe(size)
+        self._batch_tokens.observe(padded_tokens)
+        self._inference.observe(seconds)
+        self._padding.observe(1 - real_tokens / max(padded_tokens, 1))
+        self._real.inc(real_tokens)
+        self._padded.inc(padded_tokens - real_tokens)
 
     def queued(self, seconds: float) -> None:
-        QUEUE_SECONDS.labels(self.label).observe(seconds)
+        self._queue_seconds.observe(seconds)
 
     def dropped(self, reason: str, sequences: int) -> None:
         DROPPED.labels(self.label, reason).inc(sequences)
 
     def depth(self, requests: int, sequences: int, tokens: int) -> None:
-        QUEUE_DEPTH.labels(self.label).set(requests)
-        QUEUE_SEQUENCES.labels(self.label).set(sequences)
-        QUEUE_TOKENS.labels(self.label).set(tokens)
+        for gauge, value in zip(self._depth, (requests, sequences, tokens), strict=True):
+            gauge.set(value)
 
 
 IN_FLIGHT = Gauge("bertserve_in_flight_requests", "BertService calls being served now")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from bertserve.client import AsyncClient, Client
 from bertserve.client.bulk import count_texts, embed_file, read_texts, sorted_batches
+from bertserve.client.tokenizer import load_tokenizer
 from servers import start_server
 
+CLI = [sys.executable, "-m", "bertserve.client.cli"]
 # Real sentences of very different lengths, shuffled: unsorted batches of these pad a lot.
 SENTENCES = [
     "Yes.",
@@ -157,3 +161,24 @@ async def test_async_embed_many_answers_in_order(live_server):
         expected = (await client.embed(texts, normalize=True)).sentence_embedding
     np.testing.assert_allclose(vectors, expected, atol=3e-5)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_the_cli_can_sort_by_token_count_with_the_models_tokenizer(live_server, tmp_path):
+    texts = corpus(120, seed=5)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(texts) + "\n")
+    output = tmp_path / "out.npy"
+    folder = live_server.repo / "minilm" / "fp32-opt"
+    run = subprocess.run(
+        [*CLI, "embed", "--input", str(path), "--output", str(output), "--tokenizer", str(folder)]
+        + ["--batch-size", "8", "--target", live_server.target, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    with Client(live_server.target, timeout=120) as client:
+        expected = client.embed(texts).sentence_embedding
+    np.testing.assert_allclose(np.load(output), expected, atol=3e-5)
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.lengths(["I love Paris"]) == [5]

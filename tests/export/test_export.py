@@ -109,6 +109,15 @@ def test_manifest_describes_the_package(model_repo: Path) -> None:
         assert verify_files(folder) == []
         assert manifest["validation"]["passed"] is True
         assert manifest["validation"]["flagged"] is False, "int8 mean cosine fell under 0.99"
+        if variant == "int8":
+            # mixed text (accents, Korean, emoji, a long run-on), each text alone and batched
+            assert manifest["validation"]["cosine"]["mean"] >= 0.99
+            quantization = manifest["quantization"]
+            assert "reduce_range" in quantization["weights"]
+            kept = quantization["kept_fp32"]
+            assert sum("/layer.0/" in name for name in kept) == 3  # the whole first layer
+            after_gelu = [n for n in kept if "/output/dense/" in n and "/attention/" not in n]
+            assert len(after_gelu) == 6 and len(kept) == 8  # after every GELU, and layer 0
         # the server sets padding and truncation itself
         spec = json.loads((folder / "tokenizer.json").read_text())
         assert spec["padding"] is None and spec["truncation"] is None

@@ -111,7 +111,7 @@ def test_small_random_cased_config_end_to_end(tmp_path: Path, small_sentiment: P
     assert manifest["lowercase"] is False and manifest["labels"]
     history = manifest["training"]["history"]
     assert history[-1]["validation"]["loss"] < history[0]["validation"]["loss"]
-    server = start_server(repo, metrics=False)
+    server = start_server(repo, "--variant", "cased=fp32-opt", metrics=False)
     try:
         with Client(server.target) as client:
             assert client.info("cased").lowercase is False
