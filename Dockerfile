@@ -24,7 +24,7 @@ COPY client ./client
 COPY train ./train
 COPY bench ./bench
 RUN pip install --no-cache-dir --extra-index-url ${TORCH_INDEX} ".[export]"
-ARG VARIANTS=fp32,fp32-opt,int8
+ARG VARIANTS=fp32-opt
 RUN bertserve export minilm --repo /models --variants ${VARIANTS} --no-progress
 
 # ---- runtime: onnxruntime, tokenizers and grpc; no torch ----

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -22,18 +24,25 @@ from .channel import (
     open_channel,
 )
 from .client import CLASSIFY_DOC, EMBED_DOC
-from .errors import BertserveError
+from .errors import ANSWER_TOO_LARGE, BertserveError
 from .request import (
-    UNARY_LIMIT_BYTES,
     EmbedOptions,
     Inputs,
     classify_features,
     classify_request,
-    estimated_answer_bytes,
+    needs_stream,
+    split_request,
     tokenize_request,
 )
-from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo
-from .stream import CALL_ATTEMPTS, RETRY_ATTEMPTS, StreamItem, StreamState
+from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo, join_results
+from .stream import (
+    CALL_ATTEMPTS,
+    RETRY_ATTEMPTS,
+    StreamItem,
+    StreamState,
+    backoff,
+    remaining,
+)
 from .tensors import tensor_to_numpy
 
 
@@ -78,15 +87,17 @@ class AsyncClient:
 
     async def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         timeout = timeout if timeout is not None else self.timeout
+        # one deadline for every attempt: a retry gets what is left, not a new timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(CALL_ATTEMPTS):
             try:
-                return await method(request, timeout=timeout, metadata=self._metadata)
+                return await method(request, timeout=remaining(deadline), metadata=self._metadata)
             except grpc.RpcError as exc:
                 # The channel retries calls a replica never answered; this covers one
                 # that failed after its reply had begun (all methods are idempotent).
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == CALL_ATTEMPTS:
                     raise BertserveError.from_rpc_error(exc) from None
-            await asyncio.sleep(0.05 * 2**attempt)
+            await asyncio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
     async def _model_info(self, model: str) -> ModelInfo:
@@ -125,25 +136,29 @@ class AsyncClient:
         info = await self._model_info(options.model) if options.needs_info else None
         request = options.to_request(inputs, pairs, info, request_id=str(next(self._ids)))
         num_layers = info.num_layers if info else None
-        if info is not None and estimated_answer_bytes(request, info) > UNARY_LIMIT_BYTES:
-            return await self._embed_streamed(request, num_layers)
+        timeout = timeout if timeout is not None else self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if needs_stream(request, info):
+            return await self._embed_streamed(split_request(request, info), num_layers, deadline)
         try:
-            response = await self._call(self._stub.Embed, request, timeout)
+            response = await self._call(self._stub.Embed, request, remaining(deadline))
         except BertserveError as exc:
-            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and options.token_level:
-                return await self._embed_streamed(request, num_layers)  # over 4 MB after all
-            raise
+            if exc.reason != ANSWER_TOO_LARGE:
+                raise
+            # over 4 MB after all: in pieces over EmbedStream, within what is left of the timeout
+            pieces = split_request(request, info)
+            return await self._embed_streamed(pieces, num_layers, deadline)
         outputs = {piece.name: tensor_to_numpy(piece.tensor) for piece in response.outputs}
         return EmbedResult.from_outputs(response, outputs, num_layers)
 
     embed.__doc__ = (embed.__doc__ or "") + EMBED_DOC
 
     async def _embed_streamed(
-        self, request: pb.EmbedRequest, num_layers: int | None
+        self, requests: list[pb.EmbedRequest], num_layers: int | None, deadline: float | None
     ) -> EmbedResult:
-        results = [r async for r in self._stream(_aiter([request]), 1, num_layers, "raise")]
-        assert isinstance(results[0], EmbedResult)
-        return results[0]
+        stream = self._stream(_aiter(requests), 4, num_layers, "raise", deadline)
+        results = [r async for r in stream]  # errors="raise": every item is an EmbedResult
+        return join_results(results, num_layers)  # type: ignore[arg-type]
 
     async def embed_stream(
         self,
@@ -197,6 +212,7 @@ class AsyncClient:
         window: int,
         num_layers: int | None,
         errors: str,
+        deadline: float | None = None,
     ) -> AsyncIterator[StreamItem]:
         state = StreamState(window, num_layers)
         changed = asyncio.Event()  # pending grew or a window slot was freed
@@ -228,19 +244,18 @@ class AsyncClient:
                 pass  # the call failed: the reader sees why and decides
 
         async def write_all(call: Any) -> None:
-            sent: set[str] = set()
+            sent: dict[str, int] = {}
             while True:
-                unsent = [r for i, r in state.pending.items() if i not in sent]
+                unsent, wake = state.due(sent)
                 if not unsent:
-                    if state.exhausted:
+                    if state.exhausted and not state.pending:
                         await call.done_writing()
                         return
                     changed.clear()
-                    await changed.wait()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), wake)
                     continue
-                sent.intersection_update(state.pending)
                 for request in unsent:
-                    sent.add(request.id)
                     await call.write(request)
 
         feeder = asyncio.ensure_future(feed())
@@ -248,18 +263,20 @@ class AsyncClient:
         try:
             while True:
                 state.restart()
-                call = self._stub.EmbedStream(metadata=self._metadata)
+                call = self._stub.EmbedStream(metadata=self._metadata, timeout=remaining(deadline))
                 writer = asyncio.ensure_future(write(call))
                 try:
                     async for chunk in call:
                         attempts = 0
                         state.take_chunk(chunk)
+                        changed.set()
                         for item in state.pop_ready():
                             state.release()
-                            changed.set()
                             if isinstance(item, BertserveError) and errors == "raise":
                                 raise item
                             yield item
+                        if state.move:
+                            break  # the replica is draining: the rest go to a new call
                 except grpc.RpcError as exc:
                     code = exc.code() if hasattr(exc, "code") else None
                     retry = (
@@ -269,12 +286,14 @@ class AsyncClient:
                     )
                     if not retry:
                         raise BertserveError.from_rpc_error(exc) from None
-                    await asyncio.sleep(0.05 * 2**attempts)
+                    await asyncio.sleep(backoff(attempts))
                     attempts += 1
                     continue
                 finally:
                     writer.cancel()
                     call.cancel()
+                if state.move:
+                    continue
                 if state.source_error is not None:
                     raise state.source_error
                 if not state.finished and attempts < RETRY_ATTEMPTS:

@@ -20,18 +20,18 @@ from .channel import (
     default_target,
     open_channel,
 )
-from .errors import BertserveError
+from .errors import ANSWER_TOO_LARGE, BertserveError
 from .request import (
-    UNARY_LIMIT_BYTES,
     EmbedOptions,
     Inputs,
     classify_features,
     classify_request,
-    estimated_answer_bytes,
+    needs_stream,
+    split_request,
     tokenize_request,
 )
-from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo
-from .stream import CALL_ATTEMPTS, StreamItem, SyncEmbedStream
+from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo, join_results
+from .stream import CALL_ATTEMPTS, StreamItem, SyncEmbedStream, backoff, remaining
 from .tensors import tensor_to_numpy
 
 EMBED_DOC = """
@@ -111,15 +111,17 @@ class Client:
 
     def _call(self, method: Any, request: Any, timeout: float | None = None) -> Any:
         timeout = timeout if timeout is not None else self.timeout
+        # one deadline for every attempt: a retry gets what is left, not a new timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in range(CALL_ATTEMPTS):
             try:
-                return method(request, timeout=timeout, metadata=self._metadata)
+                return method(request, timeout=remaining(deadline), metadata=self._metadata)
             except grpc.RpcError as exc:
                 # The channel retries calls a replica never answered; this covers one
                 # that failed after its reply had begun (all methods are idempotent).
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt + 1 == CALL_ATTEMPTS:
                     raise BertserveError.from_rpc_error(exc) from None
-            time.sleep(0.05 * 2**attempt)
+            time.sleep(backoff(attempt))
         raise AssertionError("unreachable")
 
     def _model_info(self, model: str) -> ModelInfo:
@@ -164,29 +166,36 @@ class Client:
         info = self._model_info(options.model) if options.needs_info else None
         request = options.to_request(inputs, pairs, info, request_id=str(next(self._ids)))
         num_layers = info.num_layers if info else None
-        if info is not None and estimated_answer_bytes(request, info) > UNARY_LIMIT_BYTES:
-            return self._embed_streamed(request, num_layers)
+        timeout = timeout if timeout is not None else self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if needs_stream(request, info):
+            return self._embed_streamed(split_request(request, info), num_layers, deadline)
         try:
-            response = self._call(self._stub.Embed, request, timeout)
+            response = self._call(self._stub.Embed, request, remaining(deadline))
         except BertserveError as exc:
-            if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and options.token_level:
-                return self._embed_streamed(request, num_layers)  # over 4 MB after all
-            raise
+            if exc.reason != ANSWER_TOO_LARGE:
+                raise
+            # over 4 MB after all: in pieces over EmbedStream, within what is left of the timeout
+            pieces = split_request(request, info)
+            return self._embed_streamed(pieces, num_layers, deadline)
         outputs = {piece.name: tensor_to_numpy(piece.tensor) for piece in response.outputs}
         return EmbedResult.from_outputs(response, outputs, num_layers)
 
     embed.__doc__ = (embed.__doc__ or "") + EMBED_DOC
 
-    def _embed_streamed(self, request: pb.EmbedRequest, num_layers: int | None) -> EmbedResult:
+    def _embed_streamed(
+        self, requests: list[pb.EmbedRequest], num_layers: int | None, deadline: float | None
+    ) -> EmbedResult:
         stream = SyncEmbedStream(
-            self._open_stream, iter([request]), window=1, num_layers=num_layers
+            self._open_stream, iter(requests), window=4, num_layers=num_layers, deadline=deadline
         )
-        (result,) = list(stream)
-        assert isinstance(result, EmbedResult)
-        return result
+        results = list(stream)  # errors="raise": every item is an EmbedResult
+        return join_results(results, num_layers)  # type: ignore[arg-type]
 
-    def _open_stream(self, requests: Iterator[pb.EmbedRequest]) -> Iterator[pb.EmbedResponse]:
-        return self._stub.EmbedStream(requests, metadata=self._metadata)
+    def _open_stream(
+        self, requests: Iterator[pb.EmbedRequest], timeout: float | None = None
+    ) -> Iterator[pb.EmbedResponse]:
+        return self._stub.EmbedStream(requests, timeout=timeout, metadata=self._metadata)
 
     def embed_stream(
         self,

@@ -249,6 +249,44 @@ def estimated_answer_bytes(request: pb.EmbedRequest, info: ModelInfo) -> int:
     return tokens * rows_per_token * itemsize
 
 
+# More inputs than this in one embed call go over EmbedStream as several requests, so no
+# single request or answer nears a message or queue limit.
+SPLIT_SEQUENCES = 256
+# A streamed piece's answer stays around this size (the server's default cap is 16 MiB).
+PIECE_ANSWER_BYTES = 8 * 1024 * 1024
+
+
+def split_request(request: pb.EmbedRequest, info: ModelInfo | None) -> list[pb.EmbedRequest]:
+    """``request`` as one or more requests, each of at most SPLIT_SEQUENCES inputs and an
+    estimated answer near PIECE_ANSWER_BYTES (ids ``<id>/0``, ``<id>/1``, ...)."""
+    count = len(request.texts) or len(request.sequences)
+    size = SPLIT_SEQUENCES
+    if info is not None:
+        estimate = estimated_answer_bytes(request, info)
+        size = min(size, max(1, count * PIECE_ANSWER_BYTES // max(estimate, 1)))
+    pieces = []
+    for index, start in enumerate(range(0, count, size)):
+        piece = pb.EmbedRequest()
+        piece.CopyFrom(request)
+        piece.id = f"{request.id}/{index}"
+        for name in ("texts", "text_pairs", "sequences"):
+            values = list(getattr(request, name))
+            field = getattr(piece, name)
+            del field[:]
+            field.extend(values[start : start + size])
+        pieces.append(piece)
+    return pieces
+
+
+def needs_stream(request: pb.EmbedRequest, info: ModelInfo | None) -> bool:
+    """Whether one unary Embed could not carry this call (too many inputs or too big an
+    answer for one 4 MB message)."""
+    count = len(request.texts) or len(request.sequences)
+    if count > SPLIT_SEQUENCES:
+        return True
+    return info is not None and estimated_answer_bytes(request, info) > UNARY_LIMIT_BYTES
+
+
 def _texts(texts: str | Sequence[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else list(texts)
 

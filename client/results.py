@@ -117,6 +117,28 @@ class EmbedResult:
         return result
 
 
+def join_results(parts: list[EmbedResult], num_layers: int | None = None) -> EmbedResult:
+    """One result of several answers to consecutive pieces of one batch, inputs in order."""
+    if len(parts) == 1:
+        return parts[0]
+    timing = pb.Timing(
+        **{
+            name: sum(getattr(p.timing, name) for p in parts)
+            for name in Timing.__dataclass_fields__
+        }
+    )
+    first = pb.EmbedResponse(
+        model=parts[0].model,
+        variant=parts[0].variant,
+        lengths=np.concatenate([p.lengths for p in parts]).tolist(),
+        truncated=np.concatenate([p.truncated for p in parts]).tolist(),
+        timing=timing,
+        id=parts[0].id.rsplit("/", 1)[0],
+    )
+    outputs = {name: np.concatenate([p.outputs[name] for p in parts]) for name in parts[0].outputs}
+    return EmbedResult.from_outputs(first, outputs, num_layers)
+
+
 @dataclass(frozen=True)
 class Encoding:
     """One tokenized sequence: parallel lists of tokens, ids, masks and character offsets."""

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import grpc
+from bertserve.server import metrics
 from bertserve.server.config import ServerConfig
+from bertserve.server.limits import GuardInterceptor
 from bertserve.server.models import ModelRegistry
 from bertserve.server.runtime import check_device
+from bertserve.server.security import TokenAuthInterceptor, is_loopback, server_credentials
 from bertserve.server.servicer import BertServicer
 from bertserve.v1 import bertserve_pb2, bertserve_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +27,30 @@ log = logging.getLogger("bertserve.server")
 
 SERVICE_NAME = bertserve_pb2.DESCRIPTOR.services_by_name["BertService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC channel arguments: message sizes, keepalive policy, connection age."""
+    ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+    options = [
+        # no SO_REUSEPORT: a second server on a busy port must fail, not share it silently
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", config.max_request_bytes),
+        ("grpc.max_send_message_length", config.max_request_bytes),
+        # Accept the client's keepalive pings (every 30 s), also on a connection whose only
+        # stream is idle: gRPC's default (5 min) answers them with GOAWAY "too_many_pings".
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", ms(config.keepalive_min_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_time_ms", ms(config.keepalive_time_s)),
+        ("grpc.keepalive_timeout_ms", ms(config.keepalive_timeout_s)),
+    ]
+    if config.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", ms(config.max_connection_age_s)),
+            ("grpc.max_connection_age_grace_ms", ms(config.max_connection_age_grace_s)),
+        ]
+    return options
 
 
 class BertServer:
@@ -39,8 +66,10 @@ class BertServer:
         self.registry = ModelRegistry(config)
         self.servicer = BertServicer(self.registry)
         self.health = HealthServicer()
-        # no SO_REUSEPORT: a second server on a busy port must fail, not share it silently
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.auth = TokenAuthInterceptor(config.auth_token_file) if config.auth_token_file else None
+        self.guard = GuardInterceptor(config.max_concurrent_rpcs)
+        interceptors = [self.auth, self.guard] if self.auth else [self.guard]
+        self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         bertserve_pb2_grpc.add_BertServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -52,10 +81,20 @@ class BertServer:
             self.server,
         )
         address = f"{config.host}:{config.port}"
+        credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         try:
-            self.port = self.server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
         except RuntimeError as error:
             raise OSError(f"cannot listen on {address} (in use?): {error}") from None
+        if credentials is None and not is_loopback(config.host):
+            log.warning(
+                "listening on %s without TLS: anyone on the network can read the traffic; "
+                "pass --tls-cert and --tls-key (and --auth-token-file) to protect it",
+                address,
+            )
 
     async def start(self) -> None:
         for service in HEALTH_SERVICES:
@@ -130,6 +169,9 @@ async def run(config: ServerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     server = BertServer(config)
+    if server.auth is not None:
+        loop.add_signal_handler(signal.SIGHUP, server.auth.reload)
+    metrics.watch_event_loop(loop)
     await server.start()
     log.info("listening, loading models", extra={"host": config.host, "port": server.port})
     metrics_port = None

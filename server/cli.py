@@ -64,6 +64,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--grace-period", type=float, help="seconds to finish in-flight work on SIGTERM"
     )
+    security = parser.add_argument_group("security")
+    security.add_argument(
+        "--tls-cert", help="PEM certificate chain: serve TLS (BERTSERVE_TLS_CERT)"
+    )
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert (BERTSERVE_TLS_KEY)")
+    security.add_argument(
+        "--tls-client-ca",
+        help="PEM CA: mutual TLS, clients need a certificate it signed (BERTSERVE_TLS_CLIENT_CA)",
+    )
+    security.add_argument(
+        "--auth-token-file",
+        help="bearer tokens, one a line, reloaded on SIGHUP (BERTSERVE_AUTH_TOKEN_FILE)",
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--max-concurrent-rpcs", type=int, help="calls served at once (default 1024)"
+    )
+    limits.add_argument(
+        "--max-request-bytes", type=int, help="largest request message (default 16 MiB)"
+    )
+    limits.add_argument(
+        "--max-request-sequences", type=int, help="texts or sequences per request (default 65536)"
+    )
+    limits.add_argument(
+        "--max-answer-bytes", type=int, help="largest EmbedStream answer (default 16 MiB)"
+    )
+    limits.add_argument(
+        "--stream-buffer-bytes",
+        type=int,
+        help="unsent answer bytes one EmbedStream may hold (default 32 MiB)",
+    )
+    limits.add_argument(
+        "--allowed-variants", help="comma-separated variants callers may use (default: all)"
+    )
+    limits.add_argument(
+        "--max-loaded-variants", type=int, help="variants loaded at most (default 4)"
+    )
+    connections = parser.add_argument_group("connections")
+    connections.add_argument(
+        "--keepalive-min-ping-interval",
+        type=float,
+        help="seconds: accept client pings this often (default 10)",
+    )
+    connections.add_argument(
+        "--keepalive-time", type=float, help="seconds between the server's pings (default 60)"
+    )
+    connections.add_argument(
+        "--max-connection-age",
+        type=float,
+        help="seconds before a connection is asked to go away, to rebalance (default 300; 0: off)",
+    )
+    connections.add_argument(
+        "--max-connection-age-grace",
+        type=float,
+        help="seconds calls get to finish after that (default 60)",
+    )
     parser.add_argument("--port-file", help="write the bound port to this file once serving")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     parser.set_defaults(run=run, extra="server")
@@ -89,6 +145,21 @@ def run(args: argparse.Namespace) -> int:
         "grace_period_s": args.grace_period,
         "port_file": args.port_file,
         "log_level": args.log_level,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "auth_token_file": args.auth_token_file,
+        "max_concurrent_rpcs": args.max_concurrent_rpcs,
+        "max_request_bytes": args.max_request_bytes,
+        "max_request_sequences": args.max_request_sequences,
+        "max_answer_bytes": args.max_answer_bytes,
+        "stream_buffer_bytes": args.stream_buffer_bytes,
+        "allowed_variants": args.allowed_variants,
+        "max_loaded_variants": args.max_loaded_variants,
+        "keepalive_min_ping_interval_s": args.keepalive_min_ping_interval,
+        "keepalive_time_s": args.keepalive_time,
+        "max_connection_age_s": args.max_connection_age,
+        "max_connection_age_grace_s": args.max_connection_age_grace,
     }
     try:
         config = load_config(flags, args.config)

@@ -73,6 +73,38 @@ class ServerConfig:
     port_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = True
+    # -- security (server/security.py) --
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key: TLS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # PEM CA: clients must present a certificate it signed
+    auth_token_file: Path | None = None  # one bearer token a line; reloaded on SIGHUP
+    # -- limits (server/limits.py) --
+    # BertService RPCs in flight at once; beyond it RESOURCE_EXHAUSTED before any work is done.
+    max_concurrent_rpcs: int = 1024  # as many as one batcher queues (max_queue_requests)
+    # The largest request message; the client sends up to 16 MiB, so the two agree.
+    max_request_bytes: int = 16 * 1024 * 1024
+    # texts or token sequences in one request; above the batcher's max_queue_sequences, so
+    # for Embed and Classify the queue's own bound (and message) comes first
+    max_request_sequences: int = 65536
+    # One EmbedStream answer (all its chunks); bigger ones are refused before computing.
+    max_answer_bytes: int = 16 * 1024 * 1024
+    # Computed-but-unsent answer bytes one EmbedStream may hold: a caller that stops reading
+    # costs at most this much memory, and its stream stops computing until it reads again.
+    stream_buffer_bytes: int = 32 * 1024 * 1024
+    # -- connections --
+    # The client pings every 30 s: accept pings up to every 10 s, on idle streams too.
+    keepalive_min_ping_interval_s: float = 10.0
+    # The server pings idle connections to find callers that vanished without closing.
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    # After this age a connection is asked to go away (GOAWAY) so clients rebalance onto new
+    # replicas; calls still running get the grace period to finish. 0: no maximum.
+    max_connection_age_s: float = 300.0
+    max_connection_age_grace_s: float = 60.0
+    # -- variants --
+    allowed_variants: tuple[str, ...] = ()  # variants callers may ask for; empty: every one
+    max_loaded_variants: int = 4  # on-demand loads stop here (defaults always load)
+    verify_checksums: bool = True  # check manifest sha256s before loading a package
 
     def batch_settings(self, model: str) -> BatchSettings:
         return self.models.get(model, self.batch)
@@ -91,6 +123,38 @@ class ServerConfig:
             raise ValueError("intra_op_threads must be >= 0 and instances >= 1")
         if self.grace_period_s < 0:
             raise ValueError(f"grace_period_s={self.grace_period_s!r}: must be >= 0")
+        for name in (
+            "max_concurrent_rpcs",
+            "max_request_bytes",
+            "max_request_sequences",
+            "max_answer_bytes",
+            "stream_buffer_bytes",
+            "max_loaded_variants",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        if self.max_answer_bytes > self.stream_buffer_bytes:
+            raise ValueError(
+                f"max_answer_bytes={self.max_answer_bytes}: over stream_buffer_bytes="
+                f"{self.stream_buffer_bytes}; one answer must fit in a stream's buffer"
+            )
+        for name in (
+            "keepalive_min_ping_interval_s",
+            "keepalive_time_s",
+            "keepalive_timeout_s",
+            "max_connection_age_s",
+            "max_connection_age_grace_s",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 0")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key: give both (TLS) or neither (plaintext)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca: mutual TLS needs tls_cert and tls_key too")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}={str(path)!r}: no such file")
         self.batch.validate("batch")
         for name, settings in self.models.items():
             settings.validate(f"models.{name}")
@@ -103,6 +167,10 @@ def _batch_from(data: Mapping[str, Any], base: BatchSettings, where: str) -> Bat
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(known)}")
     return dataclasses.replace(base, **data)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
 def parse_variants(pairs: list[str]) -> dict[str, str]:
@@ -129,6 +197,17 @@ def _env(environ: Mapping[str, str]) -> dict[str, Any]:
         "INSTANCES": ("instances", int),
         "GRACE_PERIOD": ("grace_period_s", float),
         "LOG_LEVEL": ("log_level", str),
+        "TLS_CERT": ("tls_cert", Path),
+        "TLS_KEY": ("tls_key", Path),
+        "TLS_CLIENT_CA": ("tls_client_ca", Path),
+        "AUTH_TOKEN_FILE": ("auth_token_file", Path),
+        "MAX_CONCURRENT_RPCS": ("max_concurrent_rpcs", int),
+        "MAX_REQUEST_BYTES": ("max_request_bytes", int),
+        "MAX_ANSWER_BYTES": ("max_answer_bytes", int),
+        "STREAM_BUFFER_BYTES": ("stream_buffer_bytes", int),
+        "MAX_CONNECTION_AGE": ("max_connection_age_s", float),
+        "ALLOWED_VARIANTS": ("allowed_variants", _names),
+        "MAX_LOADED_VARIANTS": ("max_loaded_variants", int),
     }
     raw = environ.get("BERTSERVE_VARIANTS")
     if raw:
@@ -179,8 +258,13 @@ def load_config(
     if "repo" not in values:
         raise ValueError("no model repository: pass --repo DIR or set BERTSERVE_REPO")
     values["repo"] = Path(values["repo"])
-    if values.get("port_file") is not None:
-        values["port_file"] = Path(values["port_file"])
+    for name in ("port_file", "tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
+    if isinstance(values.get("allowed_variants"), str):
+        values["allowed_variants"] = _names(values["allowed_variants"])
+    if values.get("allowed_variants") is not None:
+        values["allowed_variants"] = tuple(values["allowed_variants"])
     if values.get("metrics_port", 0) is not None and values.get("metrics_port", 0) < 0:
         values["metrics_port"] = None  # -1: no metrics endpoint
     return ServerConfig(batch=batch, models=models, **values).validate()

@@ -9,6 +9,9 @@ class BertServeError(Exception):
     """Base of every error the server answers with a status code other than INTERNAL."""
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # Machine-readable cause for codes with more than one (RESOURCE_EXHAUSTED): sent as the
+    # trailer ``bertserve-reason`` and in EmbedStream's in-band Error.reason.
+    reason: str = ""
 
 
 class InvalidArgument(BertServeError):
@@ -26,15 +29,23 @@ class FailedPrecondition(BertServeError):
 
 
 class Overloaded(BertServeError):
-    """The bounded queue is full, or an answer is too big for one message."""
+    """The bounded queue or the RPC limit is full: worth retrying later, with backoff."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "OVERLOADED"
+
+
+class AnswerTooLarge(Overloaded):
+    """The answer would exceed a size limit: retrying the same request cannot help."""
+
+    reason = "ANSWER_TOO_LARGE"
 
 
 class Unavailable(BertServeError):
     """The server is draining or not ready."""
 
     code = grpc.StatusCode.UNAVAILABLE
+    reason = "DRAINING"
 
 
 class DeadlineExceeded(BertServeError):
@@ -47,6 +58,13 @@ class Cancelled(BertServeError):
 
 class DeviceError(Exception):
     """The requested device cannot be used (no onnxruntime-gpu, no GPU): a startup error."""
+
+
+REASON_KEY = "bertserve-reason"
+
+
+def reason_of(error: BaseException) -> str:
+    return error.reason if isinstance(error, BertServeError) else ""
 
 
 def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:

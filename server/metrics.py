@@ -81,3 +81,18 @@ class ModelMetrics:
     def depth(self, requests: int, sequences: int, tokens: int) -> None:
         for gauge, value in zip(self._depth, (requests, sequences, tokens), strict=True):
             gauge.set(value)
+
+
+IN_FLIGHT = Gauge("bertserve_in_flight_requests", "BertService calls being served now")
+STREAM_BUFFERED = Gauge(
+    "bertserve_stream_buffered_bytes",
+    "Computed answer bytes EmbedStreams hold that their callers have not read yet",
+)
+LOOP_TASKS = Gauge("bertserve_event_loop_tasks", "Tasks alive on the server's event loop")
+
+
+def watch_event_loop(loop: object) -> None:
+    """Report the tasks of ``loop`` (an asyncio loop) at every scrape."""
+    import asyncio
+
+    LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))  # type: ignore[arg-type]

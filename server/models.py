@@ -14,7 +14,12 @@ from bertserve.server.config import ServerConfig
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound
 from bertserve.server.features import FeatureSpec, pack, sequence_features
 from bertserve.server.metrics import ModelMetrics
-from bertserve.server.repository import ModelPackage, VariantPackage, scan_repository
+from bertserve.server.repository import (
+    ModelPackage,
+    VariantPackage,
+    scan_repository,
+    verify_package,
+)
 from bertserve.server.runtime import ModelRuntime, cpu_features
 from bertserve.server.tokenize import Sequence, TextTokenizer
 
@@ -203,14 +208,22 @@ def int8_validated(manifest: dict[str, Any]) -> tuple[bool, str]:
 
 
 class ModelRegistry:
-    """Every model of the repository; default variants load at start, others on first use."""
+    """Every model of the repository; default variants load at start, others on first use.
+
+    A package that is damaged (checksums, unreadable manifest) or fails to load is refused
+    with a clear message (FAILED_PRECONDITION to its callers) while the others serve. Callers
+    may load only ``allowed_variants``, and at most ``max_loaded_variants`` in all.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.models: dict[str, ModelPackage] = scan_repository(config.repo)
+        # (model, variant) -> why it cannot be served
+        self.failed: dict[tuple[str, str], str] = {}
+        self.models: dict[str, ModelPackage] = scan_repository(config.repo, self.failed)
         if not self.models:
             raise ValueError(
                 f"model repository {config.repo} holds no model (<model>/<variant>/manifest.json)"
+                + "".join(f"; {why}" for why in self.failed.values())
             )
         if config.default_model and config.default_model not in self.models:
             raise ValueError(
@@ -219,11 +232,19 @@ class ModelRegistry:
             )
         self.default_model = config.default_model or next(iter(self.models))
         self.default_variants: dict[str, str] = {}
+        allowed = config.allowed_variants
         self.default_reasons: dict[str, str] = {}
         for name, model in self.models.items():
             variant = config.variants.get(name) or model.default_variant(config.device)
+            if allowed and variant not in allowed and not config.variants.get(name):
+                variant = next((v for v in model.variants if v in allowed), variant)
             if variant not in model.variants:
                 raise ValueError(f"variant {variant!r} of model {name!r} is not in {config.repo}")
+            if allowed and variant not in allowed:
+                raise ValueError(
+                    f"model {name!r} has none of the allowed variants {list(allowed)}; "
+                    f"it has {list(model.variants)}"
+                )
             self.default_variants[name] = variant
             self.default_reasons[name] = (
                 f"configured (variants.{name}: {variant})"
@@ -235,7 +256,10 @@ class ModelRegistry:
 
     def _load(self, name: str, variant: str) -> LoadedVariant:
         started = time.monotonic()
-        loaded = LoadedVariant(self.models[name], self.models[name].variants[variant], self.config)
+        package = self.models[name].variants[variant]
+        if self.config.verify_checksums:
+            verify_package(package)
+        loaded = LoadedVariant(self.models[name], package, self.config)
         if self.config.warmup:
             loaded.warm_up()
         self.loaded[(name, variant)] = loaded
@@ -251,19 +275,34 @@ class ModelRegistry:
         )
         return loaded
 
+    def _refuse(self, name: str, variant: str, error: Exception) -> str:
+        reason = f"variant {variant!r} of model {name!r} was refused at load: {error}"
+        self.failed[(name, variant)] = reason
+        log.error("model refused", extra={"model": name, "variant": variant, "reason": reason})
+        return reason
+
     def load_defaults(self) -> None:
         """Load and warm up each model's default variant (blocking; called before serving).
+
+        A model whose package is damaged or fails to load is refused and logged, and the others
+        serve; only when none loads is it an error.
 
         On a CPU, a model whose int8 variant passed validation gets int8 as its default only
         when int8 also ran its warm-up batches faster than the fp32 default on this CPU (int8
         gains depend on the CPU's instructions: VNNI, AVX-512, or only AVX2).
         """
         for name, variant in self.default_variants.items():
-            fp32 = self._load(name, variant)
+            try:
+                fp32 = self._load(name, variant)
+            except Exception as error:
+                self.default_reasons[name] = self._refuse(name, variant, error)
+                continue
             model = self.models[name]
             if name in self.config.variants or self.config.device != "cpu":
                 continue
             if "int8" not in model.variants or variant == "int8":
+                continue
+            if self.config.allowed_variants and "int8" not in self.config.allowed_variants:
                 continue
             usable, why = int8_validated(model.variants["int8"].manifest)
             if not usable:
@@ -272,7 +311,11 @@ class ModelRegistry:
             if not self.config.warmup:
                 self.default_reasons[name] = f"{variant}: int8 not measured (warmup is off)"
                 continue
-            int8 = self._load(name, "int8")
+            try:
+                int8 = self._load(name, "int8")
+            except Exception as error:
+                self.default_reasons[name] = f"{variant}: {self._refuse(name, 'int8', error)}"
+                continue
             speedup = fp32.measured_seconds / max(int8.measured_seconds, 1e-9)
             where = f"measured at load on this CPU ({cpu_features()})"
             if speedup >= INT8_MIN_SPEEDUP:
@@ -289,10 +332,19 @@ class ModelRegistry:
                 "chose the default variant",
                 extra={"model": name, "reason": self.default_reasons[name]},
             )
+        if not self.loaded:
+            raise ValueError("no model could be loaded: " + "; ".join(self.failed.values()))
+        default = (self.default_model, self.default_variants[self.default_model])
+        if not self.config.default_model and default not in self.loaded:
+            # the first model by name failed: answer unnamed requests with one that loaded
+            self.default_model = next(iter(self.loaded))[0]
 
     def model(self, name: str) -> ModelPackage:
         """The package of model ``name`` ("" = the default); NOT_FOUND if unknown."""
         name = name or self.default_model
+        refused = [why for (model, _), why in self.failed.items() if model == name]
+        if name not in self.models and refused:
+            raise FailedPrecondition(refused[0])
         if name not in self.models:
             raise ModelNotFound(f"model {name!r} not found; this server has {sorted(self.models)}")
         return self.models[name]
@@ -301,17 +353,30 @@ class ModelRegistry:
         """The loaded variant (loading it on first use, off the event loop)."""
         model = self.model(model_name)
         variant_name = variant_name or self.default_variants[model.name]
-        if variant_name not in model.variants:
-            raise InvalidArgument(
-                f"variant={variant_name!r}: model {model.name!r} has no such variant; "
-                f"allowed {list(model.variants)}"
-            )
         key = (model.name, variant_name)
         if key in self.loaded:
             return self.loaded[key]
+        if key in self.failed:
+            raise FailedPrecondition(self.failed[key])
+        if variant_name not in model.variants:
+            raise InvalidArgument(
+                f"variant={variant_name!r}: model {model.name!r} has no such variant; "
+                f"allowed {self._allowed(model)}"
+            )
+        if self.config.allowed_variants and variant_name not in self.config.allowed_variants:
+            raise InvalidArgument(
+                f"variant={variant_name!r}: not served by this server (allowed_variants); "
+                f"allowed {self._allowed(model)}"
+            )
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self.loaded:
+                if len(self.loaded) >= self.config.max_loaded_variants:
+                    raise FailedPrecondition(
+                        f"variant {variant_name!r} of model {model.name!r} is not loaded and "
+                        f"{len(self.loaded)} variants already are, this server's limit "
+                        f"(max_loaded_variants); loaded: {sorted('/'.join(k) for k in self.loaded)}"
+                    )
                 try:
                     await asyncio.to_thread(self._load, model.name, variant_name)
                 except Exception as error:
@@ -319,6 +384,10 @@ class ModelRegistry:
                         f"variant {variant_name!r} of model {model.name!r} failed to load: {error}"
                     ) from error
         return self.loaded[key]
+
+    def _allowed(self, model: ModelPackage) -> list[str]:
+        allowed = self.config.allowed_variants
+        return [v for v in model.variants if not allowed or v in allowed]
 
     def provider(self, model: str, variant: str) -> str:
         loaded = self.loaded.get((model, variant))

@@ -3,12 +3,16 @@ and the tokenizer files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 VARIANT_ORDER = ("fp32", "fp32-opt", "int8", "fp16")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,44 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def scan_repository(repo: Path) -> dict[str, ModelPackage]:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_package(package: VariantPackage) -> None:
+    """Check every file against the manifest's sizes and sha256 checksums; ValueError naming
+    each missing, truncated or altered file. A manifest without a file table passes."""
+    problems = []
+    for name, entry in (package.manifest.get("files") or {}).items():
+        path = package.path / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif "bytes" in entry and path.stat().st_size != int(entry["bytes"]):
+            problems.append(
+                f"{name} has {path.stat().st_size:,} bytes, the manifest says "
+                f"{int(entry['bytes']):,} (truncated or half-written?)"
+            )
+        elif "sha256" in entry and _sha256(path) != entry["sha256"]:
+            problems.append(f"{name} does not match its sha256 checksum (altered or corrupt)")
+    if problems:
+        raise ValueError(
+            f"package {package.path} is damaged: {'; '.join(problems)}; export it again "
+            "(bertserve export) or restore it from a good copy"
+        )
+
+
+def scan_repository(
+    repo: Path, broken: dict[tuple[str, str], str] | None = None
+) -> dict[str, ModelPackage]:
     """Every model with at least one variant that has a manifest and a model.onnx, by name.
 
-    Folders whose name starts with "." are unfinished atomic writes and are skipped.
+    Folders whose name starts with "." are unfinished atomic writes and are skipped. A
+    variant whose manifest cannot be read is left out and, when ``broken`` is given, recorded
+    there as (model, variant) -> why.
     """
     repo = Path(repo)
     if not repo.is_dir():
@@ -77,7 +115,14 @@ def scan_repository(repo: Path) -> dict[str, ModelPackage]:
             manifest_path = variant_dir / "manifest.json"
             if not (manifest_path.is_file() and (variant_dir / "model.onnx").is_file()):
                 continue
-            manifest = _read_manifest(manifest_path)
+            try:
+                manifest = _read_manifest(manifest_path)
+            except (ValueError, OSError) as error:  # JSONDecodeError is a ValueError
+                reason = f"{manifest_path} cannot be read: {error}"
+                log.error("model package refused: %s", reason)
+                if broken is not None:
+                    broken[(model_dir.name, variant_dir.name)] = reason
+                continue
             variants[variant_dir.name] = VariantPackage(variant_dir.name, variant_dir, manifest)
         if variants:
             models[model_dir.name] = ModelPackage(model_dir.name, variants)

@@ -12,14 +12,17 @@ from typing import Any, TypeVar
 import grpc
 from bertserve.server import metrics, protocol
 from bertserve.server.errors import (
+    REASON_KEY,
+    AnswerTooLarge,
     BertServeError,
     FailedPrecondition,
     InvalidArgument,
-    Overloaded,
     Unavailable,
+    reason_of,
     status_of,
 )
 from bertserve.server.features import answer_bytes
+from bertserve.server.limits import StreamBuffer, check_sequence_count
 from bertserve.server.models import LoadedVariant, ModelRegistry
 from bertserve.server.tokenize import Sequence
 from bertserve.v1 import bertserve_pb2 as pb
@@ -77,7 +80,9 @@ def unary(method: str) -> Callable[[Handler], Handler]:
                 # abort sends the status at once: count the call first, so a caller that
                 # reads the metrics after its error sees it
                 record()
-                await context.abort(code, message)
+                reason = reason_of(error)
+                trailer = ((REASON_KEY, reason),) if reason else ()
+                await context.abort(code, message, trailing_metadata=trailer)
             record()
             return answer
 
@@ -91,11 +96,27 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
+        self.config = registry.config
         self.draining = False
 
+    @staticmethod
+    async def _unary_admit(size: int) -> None:
+        if size > protocol.CHUNK_BYTES:
+            # refused before computing: the answer could not travel in one message
+            raise AnswerTooLarge(
+                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
+                "unary Embed; use EmbedStream, which sends it in chunks, or ask for fewer "
+                "outputs or sequences"
+            )
+
     async def _embed(
-        self, request: pb.EmbedRequest, timeout: float | None, unary: bool = False
+        self,
+        request: pb.EmbedRequest,
+        timeout: float | None,
+        admit: Callable[[int], Awaitable[None]],
     ) -> list[pb.EmbedResponse]:
+        """The answer's messages; ``admit(estimated answer bytes)`` runs before computing and
+        may refuse (AnswerTooLarge) or wait for room (a stream's buffer)."""
         started = time.monotonic_ns()
         variant = await self.registry.variant(request.model, request.variant)
         protocol.check_inputs(request)
@@ -106,13 +127,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         sequences = await self._sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
-        if unary and size > protocol.CHUNK_BYTES:
-            # refused before computing: the answer could not travel in one message
-            raise Overloaded(
-                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
-                "unary Embed; use EmbedStream, which sends it in chunks, or ask for fewer "
-                "outputs or sequences"
-            )
+        await admit(size)
         result = await variant.embed(sequences, spec, timeout)
         timing = pb.Timing(
             tokenization_ns=tokenization_ns,
@@ -134,10 +149,13 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
     async def Embed(
         self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbedResponse:
-        responses = await self._embed(request, context.time_remaining(), unary=True)
+        check_sequence_count(
+            len(request.texts) + len(request.sequences), self.config.max_request_sequences
+        )
+        responses = await self._embed(request, context.time_remaining(), self._unary_admit)
         if len(responses) > 1:  # the estimate was a little short
             size = sum(r.ByteSize() for r in responses)
-            raise Overloaded(
+            raise AnswerTooLarge(
                 f"the answer is {size / 2**20:.1f} MiB, over the 4 MiB message limit of unary "
                 "Embed; "
                 "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences"
@@ -147,16 +165,34 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EmbedResponse]:
-        """Each request answered as it completes; failures travel in-band as ``error``."""
+        """Each request answered as it completes; failures travel in-band as ``error``.
+
+        Bounded both ways: at most STREAM_CONCURRENCY requests read and not yet sent, and at
+        most ``stream_buffer_bytes`` of answers computed and not yet sent (a request waits for
+        room before it is computed). A slot and its bytes free only when the answer has been
+        handed to gRPC, so a caller that stops reading stops its stream's work.
+        """
         if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        answers: asyncio.Queue[list[pb.EmbedResponse] | None] = asyncio.Queue()
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "the server is shutting down; retry on another replica",
+                trailing_metadata=((REASON_KEY, "DRAINING"),),
+            )
+        buffer = StreamBuffer(self.config.stream_buffer_bytes, self.config.max_answer_bytes)
+        answers: asyncio.Queue[tuple[list[pb.EmbedResponse], int] | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task] = set()
 
         async def answer(request: pb.EmbedRequest) -> None:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            reserved = 0
+
+            async def admit(size: int) -> None:
+                nonlocal reserved
+                await buffer.reserve(size)
+                reserved = size
+
             try:
                 if not request.id:
                     raise InvalidArgument(
@@ -164,20 +200,26 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                     )
                 if self.draining:
                     raise Unavailable("the server is shutting down; retry on another replica")
-                await answers.put(await self._embed(request, context.time_remaining()))
+                check_sequence_count(
+                    len(request.texts) + len(request.sequences), self.config.max_request_sequences
+                )
+                responses = await self._embed(request, context.time_remaining(), admit)
             except Exception as error:
+                if reserved:
+                    await buffer.release(reserved)
+                    reserved = 0
                 code, message = status_of(error)
                 if not isinstance(error, BertServeError):
                     log.exception("EmbedStream request %r failed", request.id)
-                error_pb = pb.Error(code=code.value[0], message=message)
-                await answers.put([pb.EmbedResponse(id=request.id, error=error_pb, last=True)])
+                error_pb = pb.Error(code=code.value[0], message=message, reason=reason_of(error))
+                responses = [pb.EmbedResponse(id=request.id, error=error_pb, last=True)]
             finally:
-                slots.release()
                 log_call("EmbedStream", code, time.perf_counter() - started, request.id)
                 metrics.REQUESTS.labels("EmbedStream.item", code.name).inc()
                 metrics.REQUEST_SECONDS.labels("EmbedStream.item").observe(
                     time.perf_counter() - started
                 )
+            answers.put_nowait((responses, reserved))
 
         async def read() -> None:
             try:
@@ -189,18 +231,25 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 while tasks:
                     await asyncio.gather(*list(tasks), return_exceptions=True)
             finally:
-                await answers.put(None)
+                answers.put_nowait(None)
 
         reader = asyncio.create_task(read())
         try:
-            while (chunks := await answers.get()) is not None:
-                for chunk in chunks:
-                    yield chunk
+            while (item := await answers.get()) is not None:
+                chunks, reserved = item
+                try:
+                    for chunk in chunks:
+                        yield chunk
+                finally:
+                    slots.release()
+                    if reserved:
+                        await buffer.release(reserved)
             await reader
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+            buffer.close()
 
     @unary("Tokenize")
     async def Tokenize(
@@ -214,15 +263,30 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
             raise InvalidArgument(
                 f"pad_to={request.pad_to}: over the model's limit; allowed 0..{variant.max_length}"
             )
+        check_sequence_count(len(request.texts), self.config.max_request_sequences)
+        # tokenizing and building the answer both grow with the text: off the event loop
+        response = await asyncio.to_thread(self._tokenize, request, model.name, variant)
+        size = response.ByteSize()
+        if size > protocol.CHUNK_BYTES:
+            raise AnswerTooLarge(
+                f"the Tokenize answer is {size / 2**20:.1f} MiB, over the 4 MiB message limit; "
+                "send fewer or shorter texts per request"
+            )
+        return response
+
+    @staticmethod
+    def _tokenize(
+        request: pb.TokenizeRequest, model: str, variant: LoadedVariant
+    ) -> pb.TokenizeResponse:
         texts, pairs = list(request.texts), list(request.text_pairs) or None
-        encodings, dropped = await asyncio.to_thread(
-            variant.tokenizer.encode_counted, texts, pairs, truncate=request.truncate
+        encodings, dropped = variant.tokenizer.encode_counted(
+            texts, pairs, truncate=request.truncate
         )
         if request.pad_to:
             for encoding in encodings:
                 variant.tokenizer.pad(encoding, request.pad_to)
         return pb.TokenizeResponse(
-            model=model.name,
+            model=model,
             encodings=[protocol.encoding_pb(e, d) for e, d in zip(encodings, dropped, strict=True)],
         )
 
@@ -246,6 +310,9 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 "model.onnx has no logits output; export the fine-tuned checkpoint again"
             )
         protocol.check_inputs(request)
+        check_sequence_count(
+            len(request.texts) + len(request.sequences), self.config.max_request_sequences
+        )
         spec = protocol.classify_spec(request, variant)
         variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
@@ -253,7 +320,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
         if size > protocol.CHUNK_BYTES:
-            raise Overloaded(
+            raise AnswerTooLarge(
                 f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
                 "Classify; ask for fewer embedding outputs or sequences, or take token-level "
                 "features from EmbedStream"

@@ -76,9 +76,12 @@ def wait_serving(target: str, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
-def start_server(repo: Path, *extra_args: str, metrics: bool = True) -> ServerProcess:
+def start_server(
+    repo: Path, *extra_args: str, metrics: bool = True, wait: bool = True
+) -> ServerProcess:
     """Start ``bertserve serve --repo REPO --port 0`` (plus ``extra_args``) and wait until it
-    serves; a free metrics port unless ``metrics`` is False."""
+    has written its port file (models loaded) and, with ``wait``, answers SERVING over
+    plaintext; a free metrics port unless ``metrics`` is False."""
     workdir = Path(tempfile.mkdtemp(prefix="bertserve-server-"))
     port_file = workdir / "port"
     log = workdir / "server.log"
@@ -108,5 +111,37 @@ def start_server(repo: Path, *extra_args: str, metrics: bool = True) -> ServerPr
     server = ServerProcess(
         process, Path(repo), int(port_file.read_text()), metrics_port, log, workdir
     )
-    wait_serving(server.target)
+    if wait:
+        wait_serving(server.target)
     return server
+
+
+def scrape(url: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a Prometheus endpoint: (name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items())
+    )
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

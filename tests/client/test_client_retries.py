@@ -62,15 +62,19 @@ class Flaky(pb_grpc.BertServiceServicer):
         return answer(request)
 
 
-@pytest.fixture
-def flaky():
-    servicer = Flaky()
+def serving(servicer):
+    """``servicer`` on a real gRPC server on loopback: yields (servicer, target)."""
     server = grpc.server(futures.ThreadPoolExecutor(4))
     pb_grpc.add_BertServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield servicer, f"127.0.0.1:{port}"
     server.stop(0)
+
+
+@pytest.fixture
+def flaky():
+    yield from serving(Flaky())
 
 
 def test_stream_sends_unanswered_requests_again(flaky):
@@ -114,3 +118,92 @@ def test_async_stream_sends_unanswered_requests_again(flaky):
     first, second = servicer.streams
     assert first == ["0", "1", "2", "3", "4"]
     assert sorted(second, key=int) == [str(i) for i in range(2, 20)]
+
+
+class Busy(pb_grpc.BertServiceServicer):
+    """In-band RESOURCE_EXHAUSTED (overload) for the first two sends of every odd id, an
+    answer too large for the text "big"; unary Embed overloaded, or too large for "big"."""
+
+    def __init__(self) -> None:
+        self.sends: dict[str, int] = {}
+        self.streams = 0
+        self.unary_calls = 0
+
+    def EmbedStream(self, requests, context):
+        self.streams += 1
+        for request in requests:
+            sends = self.sends[request.id] = self.sends.get(request.id, 0) + 1
+            if request.texts[0] == "big":
+                reason, message = "ANSWER_TOO_LARGE", "the answer would be 75 MiB"
+            elif int(request.id) % 2 and sends <= 2:
+                reason, message = "OVERLOADED", "queue full"
+            else:
+                yield answer(request)
+                continue
+            error = pb.Error(
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], message=message, reason=reason
+            )
+            yield pb.EmbedResponse(id=request.id, error=error, last=True)
+
+    def ModelInfo(self, request, context):
+        info = pb.ModelInfo(name="m", num_layers=2, hidden_size=2, max_length=512)
+        return pb.ModelInfoResponse(model=info)
+
+    def Embed(self, request, context):
+        self.unary_calls += 1
+        reason = "ANSWER_TOO_LARGE" if request.texts[0] == "big" else "OVERLOADED"
+        context.abort_with_status(_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "no", reason))
+
+
+def _status(code, details, reason):
+    class Status(grpc.Status):
+        pass
+
+    status = Status()
+    status.code, status.details = code, details
+    status.trailing_metadata = (("bertserve-reason", reason),)
+    return status
+
+
+@pytest.fixture
+def busy():
+    yield from serving(Busy())
+
+
+def test_stream_items_refused_for_overload_are_sent_again_after_a_backoff(busy):
+    servicer, target = busy
+    with Client(target) as client:
+        results = list(client.embed_stream(([f"t{i}"] for i in range(10)), window=4))
+    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(10))
+    assert servicer.sends == {str(i): 3 if i % 2 else 1 for i in range(10)}
+    assert servicer.streams == 1  # resent on the same stream
+
+
+def test_async_stream_items_refused_for_overload_are_sent_again(busy):
+    import asyncio
+
+    from bertserve.client import AsyncClient
+
+    servicer, target = busy
+
+    async def run():
+        async with AsyncClient(target) as client:
+            return [r async for r in client.embed_stream([f"t{i}"] for i in range(10))]
+
+    results = asyncio.run(run())
+    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(10))
+    assert servicer.sends == {str(i): 3 if i % 2 else 1 for i in range(10)}
+
+
+def test_overload_is_not_taken_for_an_answer_too_large(busy):
+    servicer, target = busy
+    with Client(target) as client:
+        with pytest.raises(BertserveError) as error:
+            client.embed("small", output="tokens", layers=[])
+        assert error.value.reason == "OVERLOADED" and error.value.retryable
+        assert servicer.streams == 0  # not resent over a stream: that would double the load
+        with pytest.raises(BertserveError) as error:
+            client.embed("big", output="tokens")
+    # an answer too large goes over a stream, where "big" is refused for good, not retried
+    assert error.value.reason == "ANSWER_TOO_LARGE" and not error.value.retryable
+    assert servicer.streams == 1 and servicer.sends == {"1/0": 1}

@@ -49,6 +49,9 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
         ({}, {}, "batch:\n  max_batch_size: 0\n", "batch.max_batch_size=0"),
         ({}, {}, "batch:\n  max_batch: 3\n", "unknown keys ['max_batch']"),
         ({}, {}, "prot: 5\n", "unknown keys ['prot']"),
+        ({"max_concurrent_rpcs": 0}, {}, None, "max_concurrent_rpcs=0: must be at least 1"),
+        ({"max_answer_bytes": 2**30}, {}, None, "one answer must fit in a stream's buffer"),
+        ({}, {"BERTSERVE_MAX_CONNECTION_AGE": "-1"}, None, "max_connection_age_s=-1.0"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path, flags, environ, yaml_text, message):

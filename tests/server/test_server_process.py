@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import grpc
 import numpy as np
@@ -16,26 +15,7 @@ from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_helpers import assemble
-from servers import start_server
-
-
-def scrape(url: str) -> dict[tuple[str, tuple], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: dict, name: str, **labels: str) -> float:
-    return sum(
-        value
-        for (sample, sample_labels), value in samples.items()
-        if sample == name and all(dict(sample_labels).get(k) == v for k, v in labels.items())
-    )
+from servers import scrape, start_server, total
 
 
 def test_health_is_serving_for_the_server_and_the_service(live_server):

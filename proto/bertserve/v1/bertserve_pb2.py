@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/bertserve.proto\x12\x0c\x62\x65rtserve.v1\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.bertserve.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"R\n\rTokenSequence\x12\x11\n\tinput_ids\x18\x01 \x03(\r\x12\x16\n\x0e\x61ttention_mask\x18\x02 \x03(\r\x12\x16\n\x0etoken_type_ids\x18\x03 \x03(\r\"\xea\x02\n\x0c\x45mbedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\r\n\x05texts\x18\x04 \x03(\t\x12\x12\n\ntext_pairs\x18\x05 \x03(\t\x12.\n\tsequences\x18\x06 \x03(\x0b\x32\x1b.bertserve.v1.TokenSequence\x12\x18\n\x10token_embeddings\x18\x07 \x01(\x08\x12&\n\x07pooling\x18\x08 \x01(\x0e\x32\x15.bertserve.v1.Pooling\x12\x0e\n\x06layers\x18\t \x03(\x05\x12\x12\n\nall_layers\x18\n \x01(\x08\x12,\n\taggregate\x18\x0b \x01(\x0e\x32\x19.bertserve.v1.Aggregation\x12\x11\n\tnormalize\x18\x0c \x01(\x08\x12\"\n\x05\x64type\x18\r \x01(\x0e\x32\x13.bertserve.v1.DType\x12\x10\n\x08truncate\x18\x0e \x01(\x08\"i\n\x0bTensorPiece\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrow_offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_rows\x18\x03 \x01(\x04\x12$\n\x06tensor\x18\x04 \x01(\x0b\x32\x14.bertserve.v1.Tensor\"\x84\x01\n\x06Timing\x12\x17\n\x0ftokenization_ns\x18\x01 \x01(\x04\x12\x10\n\x08queue_ns\x18\x02 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\x12\x0e\n\x06tokens\x18\x05 \x01(\x04\x12\x17\n\x0f\x63omputed_tokens\x18\x06 \x01(\x04\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xf2\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0f\n\x07lengths\x18\x04 \x03(\r\x12\x11\n\ttruncated\x18\x05 \x03(\r\x12*\n\x07outputs\x18\x06 \x03(\x0b\x32\x19.bertserve.v1.TensorPiece\x12$\n\x06timing\x18\x07 \x01(\x0b\x32\x14.bertserve.v1.Timing\x12\r\n\x05\x63hunk\x18\x08 \x01(\r\x12\x0c\n\x04last\x18\t \x01(\x08\x12\"\n\x05\x65rror\x18\n \x01(\x0b\x32\x13.bertserve.v1.Error\"e\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\ntext_pairs\x18\x03 \x03(\t\x12\x0e\n\x06pad_to\x18\x04 \x01(\r\x12\x10\n\x08truncate\x18\x05 \x01(\x08\"$\n\x06Offset\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xb4\x01\n\x08\x45ncoding\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x11\n\tinput_ids\x18\x02 \x03(\r\x12\x16\n\x0e\x61ttention_mask\x18\x03 \x03(\r\x12\x16\n\x0etoken_type_ids\x18\x04 \x03(\r\x12%\n\x07offsets\x18\x05 \x03(\x0b\x32\x14.bertserve.v1.Offset\x12\x1b\n\x13special_tokens_mask\x18\x06 \x03(\x08\x12\x11\n\ttruncated\x18\x07 \x01(\r\"L\n\x10TokenizeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\tencodings\x18\x02 \x03(\x0b\x32\x16.bertserve.v1.Encoding\"\x8c\x03\n\x0f\x43lassifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\r\n\x05texts\x18\x04 \x03(\t\x12\x12\n\ntext_pairs\x18\x05 \x03(\t\x12\x10\n\x08truncate\x18\x06 \x01(\x08\x12\r\n\x05top_k\x18\x07 \x01(\r\x12.\n\tsequences\x18\x08 \x03(\x0b\x32\x1b.bertserve.v1.TokenSequence\x12\x0e\n\x06logits\x18\t \x01(\x08\x12\x18\n\x10token_embeddings\x18\n \x01(\x08\x12&\n\x07pooling\x18\x0b \x01(\x0e\x32\x15.bertserve.v1.Pooling\x12\x0e\n\x06layers\x18\x0c \x03(\x05\x12\x12\n\nall_layers\x18\r \x01(\x08\x12,\n\taggregate\x18\x0e \x01(\x0e\x32\x19.bertserve.v1.Aggregation\x12\x11\n\tnormalize\x18\x0f \x01(\x08\x12\"\n\x05\x64type\x18\x10 \x01(\x0e\x32\x13.bertserve.v1.DType\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"I\n\x0e\x43lassification\x12(\n\x06labels\x18\x01 \x03(\x0b\x32\x18.bertserve.v1.LabelScore\x12\r\n\x05label\x18\x02 \x01(\t\"\xe3\x01\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x07results\x18\x03 \x03(\x0b\x32\x1c.bertserve.v1.Classification\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.bertserve.v1.Timing\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12\x0f\n\x07lengths\x18\x06 \x03(\r\x12\x11\n\ttruncated\x18\x07 \x03(\r\x12*\n\x07outputs\x18\x08 \x03(\x0b\x32\x19.bertserve.v1.TensorPiece\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"n\n\x0bVariantInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x1a\n\x12\x65xecution_provider\x18\x03 \x01(\t\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"\xa3\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x13\n\x0bhidden_size\x18\x04 \x01(\r\x12\x11\n\tnum_heads\x18\x05 \x01(\r\x12\x19\n\x11intermediate_size\x18\x06 \x01(\r\x12\x12\n\nmax_length\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x11\n\tlowercase\x18\t \x01(\x08\x12\x16\n\x0erandom_weights\x18\n \x01(\x08\x12\x0e\n\x06source\x18\x0b \x01(\t\x12.\n\x0f\x64\x65\x66\x61ult_pooling\x18\x0c \x01(\x0e\x32\x15.bertserve.v1.Pooling\x12\x17\n\x0f\x64\x65\x66\x61ult_variant\x18\r \x01(\t\x12+\n\x08variants\x18\x0e \x03(\x0b\x32\x19.bertserve.v1.VariantInfo\x12\x0e\n\x06labels\x18\x0f \x03(\t\x12\x12\n\nis_default\x18\x10 \x01(\x08\x12\x1e\n\x16\x64\x65\x66\x61ult_variant_reason\x18\x11 \x01(\t\";\n\x11ModelInfoResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.bertserve.v1.ModelInfo\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.bertserve.v1.ModelInfo*z\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05*|\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_NONE\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x12\n\x0ePOOLING_POOLER\x10\x03\x12\x10\n\x0cPOOLING_MEAN\x10\x04\x12\x0f\n\x0bPOOLING_MAX\x10\x05*\x95\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GGREGATION_LAST\x10\x01\x12\x1d\n\x19\x41GGREGATION_CONCAT_LAST_4\x10\x02\x12\x1a\n\x16\x41GGREGATION_SUM_LAST_4\x10\x03\x12\x18\n\x14\x41GGREGATION_MEAN_ALL\x10\x04\x32\xd0\x03\n\x0b\x42\x65rtService\x12@\n\x05\x45mbed\x12\x1a.bertserve.v1.EmbedRequest\x1a\x1b.bertserve.v1.EmbedResponse\x12J\n\x0b\x45mbedStream\x12\x1a.bertserve.v1.EmbedRequest\x1a\x1b.bertserve.v1.EmbedResponse(\x01\x30\x01\x12I\n\x08Tokenize\x12\x1d.bertserve.v1.TokenizeRequest\x1a\x1e.bertserve.v1.TokenizeResponse\x12I\n\x08\x43lassify\x12\x1d.bertserve.v1.ClassifyRequest\x1a\x1e.bertserve.v1.ClassifyResponse\x12L\n\tModelInfo\x12\x1e.bertserve.v1.ModelInfoRequest\x1a\x1f.bertserve.v1.ModelInfoResponse\x12O\n\nListModels\x12\x1f.bertserve.v1.ListModelsRequest\x1a .bertserve.v1.ListModelsResponseB+Z)bertserve/gen/go/bertserve/v1;bertservev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62\x65rtserve/v1/bertserve.proto\x12\x0c\x62\x65rtserve.v1\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.bertserve.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"R\n\rTokenSequence\x12\x11\n\tinput_ids\x18\x01 \x03(\r\x12\x16\n\x0e\x61ttention_mask\x18\x02 \x03(\r\x12\x16\n\x0etoken_type_ids\x18\x03 \x03(\r\"\xea\x02\n\x0c\x45mbedRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\r\n\x05texts\x18\x04 \x03(\t\x12\x12\n\ntext_pairs\x18\x05 \x03(\t\x12.\n\tsequences\x18\x06 \x03(\x0b\x32\x1b.bertserve.v1.TokenSequence\x12\x18\n\x10token_embeddings\x18\x07 \x01(\x08\x12&\n\x07pooling\x18\x08 \x01(\x0e\x32\x15.bertserve.v1.Pooling\x12\x0e\n\x06layers\x18\t \x03(\x05\x12\x12\n\nall_layers\x18\n \x01(\x08\x12,\n\taggregate\x18\x0b \x01(\x0e\x32\x19.bertserve.v1.Aggregation\x12\x11\n\tnormalize\x18\x0c \x01(\x08\x12\"\n\x05\x64type\x18\r \x01(\x0e\x32\x13.bertserve.v1.DType\x12\x10\n\x08truncate\x18\x0e \x01(\x08\"i\n\x0bTensorPiece\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrow_offset\x18\x02 \x01(\x04\x12\x12\n\ntotal_rows\x18\x03 \x01(\x04\x12$\n\x06tensor\x18\x04 \x01(\x0b\x32\x14.bertserve.v1.Tensor\"\x84\x01\n\x06Timing\x12\x17\n\x0ftokenization_ns\x18\x01 \x01(\x04\x12\x10\n\x08queue_ns\x18\x02 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\x12\x0e\n\x06tokens\x18\x05 \x01(\x04\x12\x17\n\x0f\x63omputed_tokens\x18\x06 \x01(\x04\"6\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf2\x01\n\rEmbedResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x0f\n\x07lengths\x18\x04 \x03(\r\x12\x11\n\ttruncated\x18\x05 \x03(\r\x12*\n\x07outputs\x18\x06 \x03(\x0b\x32\x19.bertserve.v1.TensorPiece\x12$\n\x06timing\x18\x07 \x01(\x0b\x32\x14.bertserve.v1.Timing\x12\r\n\x05\x63hunk\x18\x08 \x01(\r\x12\x0c\n\x04last\x18\t \x01(\x08\x12\"\n\x05\x65rror\x18\n \x01(\x0b\x32\x13.bertserve.v1.Error\"e\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x12\n\ntext_pairs\x18\x03 \x03(\t\x12\x0e\n\x06pad_to\x18\x04 \x01(\r\x12\x10\n\x08truncate\x18\x05 \x01(\x08\"$\n\x06Offset\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xb4\x01\n\x08\x45ncoding\x12\x0e\n\x06tokens\x18\x01 \x03(\t\x12\x11\n\tinput_ids\x18\x02 \x03(\r\x12\x16\n\x0e\x61ttention_mask\x18\x03 \x03(\r\x12\x16\n\x0etoken_type_ids\x18\x04 \x03(\r\x12%\n\x07offsets\x18\x05 \x03(\x0b\x32\x14.bertserve.v1.Offset\x12\x1b\n\x13special_tokens_mask\x18\x06 \x03(\x08\x12\x11\n\ttruncated\x18\x07 \x01(\r\"L\n\x10TokenizeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\tencodings\x18\x02 \x03(\x0b\x32\x16.bertserve.v1.Encoding\"\x8c\x03\n\x0f\x43lassifyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\r\n\x05texts\x18\x04 \x03(\t\x12\x12\n\ntext_pairs\x18\x05 \x03(\t\x12\x10\n\x08truncate\x18\x06 \x01(\x08\x12\r\n\x05top_k\x18\x07 \x01(\r\x12.\n\tsequences\x18\x08 \x03(\x0b\x32\x1b.bertserve.v1.TokenSequence\x12\x0e\n\x06logits\x18\t \x01(\x08\x12\x18\n\x10token_embeddings\x18\n \x01(\x08\x12&\n\x07pooling\x18\x0b \x01(\x0e\x32\x15.bertserve.v1.Pooling\x12\x0e\n\x06layers\x18\x0c \x03(\x05\x12\x12\n\nall_layers\x18\r \x01(\x08\x12,\n\taggregate\x18\x0e \x01(\x0e\x32\x19.bertserve.v1.Aggregation\x12\x11\n\tnormalize\x18\x0f \x01(\x08\x12\"\n\x05\x64type\x18\x10 \x01(\x0e\x32\x13.bertserve.v1.DType\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"I\n\x0e\x43lassification\x12(\n\x06labels\x18\x01 \x03(\x0b\x32\x18.bertserve.v1.LabelScore\x12\r\n\x05label\x18\x02 \x01(\t\"\xe3\x01\n\x10\x43lassifyResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12-\n\x07results\x18\x03 \x03(\x0b\x32\x1c.bertserve.v1.Classification\x12$\n\x06timing\x18\x04 \x01(\x0b\x32\x14.bertserve.v1.Timing\x12\x0f\n\x07variant\x18\x05 \x01(\t\x12\x0f\n\x07lengths\x18\x06 \x03(\r\x12\x11\n\ttruncated\x18\x07 \x03(\r\x12*\n\x07outputs\x18\x08 \x03(\x0b\x32\x19.bertserve.v1.TensorPiece\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"n\n\x0bVariantInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x1a\n\x12\x65xecution_provider\x18\x03 \x01(\t\x12\x0e\n\x06loaded\x18\x04 \x01(\x08\x12\x12\n\nsize_bytes\x18\x05 \x01(\x04\"\xa3\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x13\n\x0bhidden_size\x18\x04 \x01(\r\x12\x11\n\tnum_heads\x18\x05 \x01(\r\x12\x19\n\x11intermediate_size\x18\x06 \x01(\r\x12\x12\n\nmax_length\x18\x07 \x01(\r\x12\x12\n\nvocab_size\x18\x08 \x01(\r\x12\x11\n\tlowercase\x18\t \x01(\x08\x12\x16\n\x0erandom_weights\x18\n \x01(\x08\x12\x0e\n\x06source\x18\x0b \x01(\t\x12.\n\x0f\x64\x65\x66\x61ult_pooling\x18\x0c \x01(\x0e\x32\x15.bertserve.v1.Pooling\x12\x17\n\x0f\x64\x65\x66\x61ult_variant\x18\r \x01(\t\x12+\n\x08variants\x18\x0e \x03(\x0b\x32\x19.bertserve.v1.VariantInfo\x12\x0e\n\x06labels\x18\x0f \x03(\t\x12\x12\n\nis_default\x18\x10 \x01(\x08\x12\x1e\n\x16\x64\x65\x66\x61ult_variant_reason\x18\x11 \x01(\t\";\n\x11ModelInfoResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.bertserve.v1.ModelInfo\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.bertserve.v1.ModelInfo*z\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0f\n\x0b\x44TYPE_INT64\x10\x05*|\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_NONE\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x12\n\x0ePOOLING_POOLER\x10\x03\x12\x10\n\x0cPOOLING_MEAN\x10\x04\x12\x0f\n\x0bPOOLING_MAX\x10\x05*\x95\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41GGREGATION_LAST\x10\x01\x12\x1d\n\x19\x41GGREGATION_CONCAT_LAST_4\x10\x02\x12\x1a\n\x16\x41GGREGATION_SUM_LAST_4\x10\x03\x12\x18\n\x14\x41GGREGATION_MEAN_ALL\x10\x04\x32\xd0\x03\n\x0b\x42\x65rtService\x12@\n\x05\x45mbed\x12\x1a.bertserve.v1.EmbedRequest\x1a\x1b.bertserve.v1.EmbedResponse\x12J\n\x0b\x45mbedStream\x12\x1a.bertserve.v1.EmbedRequest\x1a\x1b.bertserve.v1.EmbedResponse(\x01\x30\x01\x12I\n\x08Tokenize\x12\x1d.bertserve.v1.TokenizeRequest\x1a\x1e.bertserve.v1.TokenizeResponse\x12I\n\x08\x43lassify\x12\x1d.bertserve.v1.ClassifyRequest\x1a\x1e.bertserve.v1.ClassifyResponse\x12L\n\tModelInfo\x12\x1e.bertserve.v1.ModelInfoRequest\x1a\x1f.bertserve.v1.ModelInfoResponse\x12O\n\nListModels\x12\x1f.bertserve.v1.ListModelsRequest\x1a .bertserve.v1.ListModelsResponseB+Z)bertserve/gen/go/bertserve/v1;bertservev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bertserve.v1.bertserve_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z)bertserve/gen/go/bertserve/v1;bertservev1'
-  _globals['_DTYPE']._serialized_start=2961
-  _globals['_DTYPE']._serialized_end=3083
-  _globals['_POOLING']._serialized_start=3085
-  _globals['_POOLING']._serialized_end=3209
-  _globals['_AGGREGATION']._serialized_start=3212
-  _globals['_AGGREGATION']._serialized_end=3361
+  _globals['_DTYPE']._serialized_start=2977
+  _globals['_DTYPE']._serialized_end=3099
+  _globals['_POOLING']._serialized_start=3101
+  _globals['_POOLING']._serialized_end=3225
+  _globals['_AGGREGATION']._serialized_start=3228
+  _globals['_AGGREGATION']._serialized_end=3377
   _globals['_TENSOR']._serialized_start=46
   _globals['_TENSOR']._serialized_end=119
   _globals['_TOKENSEQUENCE']._serialized_start=121
@@ -49,37 +49,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMING']._serialized_start=678
   _globals['_TIMING']._serialized_end=810
   _globals['_ERROR']._serialized_start=812
-  _globals['_ERROR']._serialized_end=850
-  _globals['_EMBEDRESPONSE']._serialized_start=853
-  _globals['_EMBEDRESPONSE']._serialized_end=1095
-  _globals['_TOKENIZEREQUEST']._serialized_start=1097
-  _globals['_TOKENIZEREQUEST']._serialized_end=1198
-  _globals['_OFFSET']._serialized_start=1200
-  _globals['_OFFSET']._serialized_end=1236
-  _globals['_ENCODING']._serialized_start=1239
-  _globals['_ENCODING']._serialized_end=1419
-  _globals['_TOKENIZERESPONSE']._serialized_start=1421
-  _globals['_TOKENIZERESPONSE']._serialized_end=1497
-  _globals['_CLASSIFYREQUEST']._serialized_start=1500
-  _globals['_CLASSIFYREQUEST']._serialized_end=1896
-  _globals['_LABELSCORE']._serialized_start=1898
-  _globals['_LABELSCORE']._serialized_end=1940
-  _globals['_CLASSIFICATION']._serialized_start=1942
-  _globals['_CLASSIFICATION']._serialized_end=2015
-  _globals['_CLASSIFYRESPONSE']._serialized_start=2018
-  _globals['_CLASSIFYRESPONSE']._serialized_end=2245
-  _globals['_MODELINFOREQUEST']._serialized_start=2247
-  _globals['_MODELINFOREQUEST']._serialized_end=2280
-  _globals['_VARIANTINFO']._serialized_start=2282
-  _globals['_VARIANTINFO']._serialized_end=2392
-  _globals['_MODELINFO']._serialized_start=2395
-  _globals['_MODELINFO']._serialized_end=2814
-  _globals['_MODELINFORESPONSE']._serialized_start=2816
-  _globals['_MODELINFORESPONSE']._serialized_end=2875
-  _globals['_LISTMODELSREQUEST']._serialized_start=2877
-  _globals['_LISTMODELSREQUEST']._serialized_end=2896
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2898
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2959
-  _globals['_BERTSERVICE']._serialized_start=3364
-  _globals['_BERTSERVICE']._serialized_end=3828
+  _globals['_ERROR']._serialized_end=866
+  _globals['_EMBEDRESPONSE']._serialized_start=869
+  _globals['_EMBEDRESPONSE']._serialized_end=1111
+  _globals['_TOKENIZEREQUEST']._serialized_start=1113
+  _globals['_TOKENIZEREQUEST']._serialized_end=1214
+  _globals['_OFFSET']._serialized_start=1216
+  _globals['_OFFSET']._serialized_end=1252
+  _globals['_ENCODING']._serialized_start=1255
+  _globals['_ENCODING']._serialized_end=1435
+  _globals['_TOKENIZERESPONSE']._serialized_start=1437
+  _globals['_TOKENIZERESPONSE']._serialized_end=1513
+  _globals['_CLASSIFYREQUEST']._serialized_start=1516
+  _globals['_CLASSIFYREQUEST']._serialized_end=1912
+  _globals['_LABELSCORE']._serialized_start=1914
+  _globals['_LABELSCORE']._serialized_end=1956
+  _globals['_CLASSIFICATION']._serialized_start=1958
+  _globals['_CLASSIFICATION']._serialized_end=2031
+  _globals['_CLASSIFYRESPONSE']._serialized_start=2034
+  _globals['_CLASSIFYRESPONSE']._serialized_end=2261
+  _globals['_MODELINFOREQUEST']._serialized_start=2263
+  _globals['_MODELINFOREQUEST']._serialized_end=2296
+  _globals['_VARIANTINFO']._serialized_start=2298
+  _globals['_VARIANTINFO']._serialized_end=2408
+  _globals['_MODELINFO']._serialized_start=2411
+  _globals['_MODELINFO']._serialized_end=2830
+  _globals['_MODELINFORESPONSE']._serialized_start=2832
+  _globals['_MODELINFORESPONSE']._serialized_end=2891
+  _globals['_LISTMODELSREQUEST']._serialized_start=2893
+  _globals['_LISTMODELSREQUEST']._serialized_end=2912
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2914
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2975
+  _globals['_BERTSERVICE']._serialized_start=3380
+  _globals['_BERTSERVICE']._serialized_end=3844
 # @@protoc_insertion_point(module_scope)
