@@ -18,7 +18,13 @@ from typing import Any
 import grpc
 import grpc.aio
 from bertserve.server import metrics
-from bertserve.server.errors import REASON_KEY, AnswerTooLarge, InvalidArgument
+from bertserve.server.errors import (
+    REASON_KEY,
+    AnswerTooLarge,
+    BertServeError,
+    InvalidArgument,
+    status_of,
+)
 
 SERVICE_PREFIX = "/bertserve.v1.BertService/"
 
@@ -146,16 +152,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             return request
 
-        async def checked_stream(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
+        async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
             index = 0
             async for request in requests:
                 if isinstance(request, MalformedRequest):
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        f"message {index} of the stream: {request.message}",
-                    )
+                    # raised, not aborted here: this runs in the servicer's reading task, and
+                    # sending a status while the handler sends a message fails in gRPC's core
+                    # (the caller then waited for its deadline); `streaming` aborts instead
+                    raise InvalidArgument(f"message {index} of the stream: {request.message}")
                 yield request
                 index += 1
 
@@ -188,11 +192,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             await admit(context)
             try:
                 if handler.response_streaming:
-                    responses = inner(checked_stream(requests, context), context)
+                    responses = inner(checked_stream(requests), context)
                     async for response in _responses(responses):
                         yield response
                 else:  # no such method today; kept for completeness of the handler kinds
-                    yield await inner(checked_stream(requests, context), context)
+                    yield await inner(checked_stream(requests), context)
+            except BertServeError as error:  # a bad message ends the stream with its status
+                code, message = status_of(error)
+                metrics.REQUESTS.labels(method.rsplit("/", 1)[-1], code.name).inc()
+                await context.abort(code, message)
             finally:
                 leave()
 
