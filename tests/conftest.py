@@ -123,6 +123,9 @@ def classifier_server(classifier_repo: Path):
     """`bertserve serve` on classifier_repo (default model: the fine-tuned one)."""
     from servers import start_server
 
-    server = start_server(classifier_repo, "--default-model", "minilm-sentiment")
+    server = start_server(
+        classifier_repo,
+        *("--default-model", "minilm-sentiment", "--variant", "minilm-sentiment=fp32-opt"),
+    )
     yield server
     server.stop()

@@ -21,7 +21,10 @@ LABELS = ["negative", "neutral", "positive"]
 @pytest.fixture(scope="module")
 async def served(classifier_repo):
     running = await start_in_process(
-        classifier_repo, batch=BatchSettings(max_batch_size=8), default_model=MODEL
+        classifier_repo,
+        batch=BatchSettings(max_batch_size=8),
+        default_model=MODEL,
+        variants={MODEL: "fp32-opt"},  # exact answers; int8 would be chosen where it is faster
     )
     yield running
     await running.channel.close()
