@@ -79,7 +79,9 @@ async def test_logits_and_embeddings_of_the_same_forward_pass(served):
     outputs = outputs_of(response)
     assert sorted(outputs) == ["hidden_states.0", "hidden_states.6", "logits", "sentence_embedding"]
     refs = references(served)
-    assert response.outputs[0].tensor.dtype == pb.DTYPE_FLOAT32  # logits stay float32
+    dtypes = {piece.name: piece.tensor.dtype for piece in response.outputs}
+    assert dtypes["logits"] == pb.DTYPE_FLOAT32  # logits stay float32
+    assert dtypes["sentence_embedding"] == pb.DTYPE_FLOAT16
     np.testing.assert_allclose(outputs["logits"], np.stack([r["logits"] for r in refs]), atol=1e-4)
     np.testing.assert_allclose(
         outputs["sentence_embedding"],
