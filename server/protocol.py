@@ -234,6 +234,17 @@ def model_info_pb(registry: ModelRegistry, name: str) -> pb.ModelInfo:
     )
 
 
+def timing_pb(result: EmbedResult, tokenization_ns: int) -> pb.Timing:
+    """Where a request's time went (total_ns is set by the caller when the answer is ready)."""
+    return pb.Timing(
+        tokenization_ns=tokenization_ns,
+        queue_ns=result.queue_ns,
+        inference_ns=result.inference_ns,
+        tokens=result.tokens,
+        computed_tokens=result.computed_tokens,
+    )
+
+
 def classify_spec(request: pb.ClassifyRequest, variant: LoadedVariant) -> FeatureSpec:
     """The logits, plus the embedding outputs a ClassifyRequest asks for (none by default)."""
     asks = (
