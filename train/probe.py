@@ -296,9 +296,12 @@ def plot(report: dict, path: Path) -> None:
     aggregates = [r for r in rows if r["kind"] == "aggregate"]
     best_aggregate = max(aggregates, key=lambda r: r["accuracy"]) if aggregates else None
     lines = [r for r in rows if r["kind"] in ("pooler", "fine-tuned", "baseline")]
-    styles = iter(["--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))])
+    styles = iter(zip(["--", ":", "-.", (0, (5, 1))], ["C2", "C3", "C4", "C5"], strict=True))
     for r in [*lines, *([best_aggregate] if best_aggregate else [])]:  # the best aggregate only
-        axes.axhline(r["accuracy"], linestyle=next(styles), linewidth=1.2, label=r["features"])
+        style, color = next(styles)
+        axes.axhline(
+            r["accuracy"], linestyle=style, color=color, linewidth=1.2, label=r["features"]
+        )
     axes.set_xlabel("layer (0 = embedding output)")
     axes.set_ylabel("test accuracy")
     axes.set_title(f"Frozen {report['model']} features + logistic regression vs fine-tuning")
