@@ -247,14 +247,13 @@ def timing_pb(result: EmbedResult, tokenization_ns: int) -> pb.Timing:
 
 def classify_spec(request: pb.ClassifyRequest, variant: LoadedVariant) -> FeatureSpec:
     """The logits, plus the embedding outputs a ClassifyRequest asks for (none by default)."""
-    asks = (
-        request.token_embeddings
-        or request.pooling not in (pb.POOLING_UNSPECIFIED, pb.POOLING_NONE)
-        or request.layers
-        or request.all_layers
-        or request.normalize
-    )
-    if not asks:
+    pools = request.pooling not in (pb.POOLING_UNSPECIFIED, pb.POOLING_NONE)
+    if request.normalize and not pools:
+        raise InvalidArgument(
+            "normalize=true: needs a sentence embedding; set pooling (Classify returns none "
+            "unless asked)"
+        )
+    if not (pools or request.token_embeddings or request.layers or request.all_layers):
         return FeatureSpec(num_layers=variant.num_layers, logits=True)
     return dataclasses.replace(feature_spec(request, variant), logits=True)
 
