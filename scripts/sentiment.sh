@@ -32,5 +32,5 @@ target="127.0.0.1:$(cat "$WORK/port")"
 "$BIN/python" scripts/sentiment_eval.py --data "$WORK/sentiment" --target "$target" \
   --model minilm-sentiment --checkpoint "$WORK/repo/.finetune/minilm-sentiment/best" \
   --out "$WORK/eval.json"
-"$BIN/bertserve" probe --data "$WORK/sentiment" --target "$target" --model minilm \
-  --classifier minilm-sentiment --out "$WORK/probe"
+"$BIN/bertserve" probe --data "$WORK/sentiment" --target "$target" --model minilm --variant fp32-opt \
+  --classifier minilm-sentiment --classifier-variant fp32-opt --out "$WORK/probe"

@@ -234,16 +234,26 @@ def model_info_pb(registry: ModelRegistry, name: str) -> pb.ModelInfo:
     )
 
 
+def timing_pb(result: EmbedResult, tokenization_ns: int) -> pb.Timing:
+    """Where a request's time went (total_ns is set by the caller when the answer is ready)."""
+    return pb.Timing(
+        tokenization_ns=tokenization_ns,
+        queue_ns=result.queue_ns,
+        inference_ns=result.inference_ns,
+        tokens=result.tokens,
+        computed_tokens=result.computed_tokens,
+    )
+
+
 def classify_spec(request: pb.ClassifyRequest, variant: LoadedVariant) -> FeatureSpec:
     """The logits, plus the embedding outputs a ClassifyRequest asks for (none by default)."""
-    asks = (
-        request.token_embeddings
-        or request.pooling not in (pb.POOLING_UNSPECIFIED, pb.POOLING_NONE)
-        or request.layers
-        or request.all_layers
-        or request.normalize
-    )
-    if not asks:
+    pools = request.pooling not in (pb.POOLING_UNSPECIFIED, pb.POOLING_NONE)
+    if request.normalize and not pools:
+        raise InvalidArgument(
+            "normalize=true: needs a sentence embedding; set pooling (Classify returns none "
+            "unless asked)"
+        )
+    if not (pools or request.token_embeddings or request.layers or request.all_layers):
         return FeatureSpec(num_layers=variant.num_layers, logits=True)
     return dataclasses.replace(feature_spec(request, variant), logits=True)
 

@@ -129,13 +129,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
         await admit(size)
         result = await variant.embed(sequences, spec, timeout)
-        timing = pb.Timing(
-            tokenization_ns=tokenization_ns,
-            queue_ns=result.queue_ns,
-            inference_ns=result.inference_ns,
-            tokens=result.tokens,
-            computed_tokens=result.computed_tokens,
-        )
+        timing = protocol.timing_pb(result, tokenization_ns)
         if size <= INLINE_ANSWER_BYTES:
             responses = protocol.embed_responses(request, variant, result, spec.dtype, timing)
         else:
@@ -326,13 +320,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 "features from EmbedStream"
             )
         result = await variant.embed(sequences, spec, context.time_remaining())
-        timing = pb.Timing(
-            tokenization_ns=tokenization_ns,
-            queue_ns=result.queue_ns,
-            inference_ns=result.inference_ns,
-            tokens=result.tokens,
-            computed_tokens=result.computed_tokens,
-        )
+        timing = protocol.timing_pb(result, tokenization_ns)
         response = protocol.classify_response(request, variant, labels, result, spec, timing)
         response.timing.total_ns = time.monotonic_ns() - started
         return response
