@@ -230,7 +230,7 @@ def mutated(draw) -> tuple[str, bytes]:
 # -- the fuzzers -----------------------------------------------------------------------------
 
 
-@settings(max_examples=int(2500 * SCALE), **SETTINGS)
+@settings(max_examples=int(2700 * SCALE), **SETTINGS)
 @given(method=st.sampled_from(METHODS), data=st.binary(max_size=300))
 def test_garbage_bytes(fuzz, method, data):
     fuzz.call(fuzz.raw[method], data)
