@@ -232,7 +232,7 @@ def read_inputs(request: v2.ModelInferRequest) -> dict[str, Any]:
     return found
 
 
-def _sequences(inputs: dict[str, Any], vocab_size: int) -> list[pb.TokenSequence]:
+def _sequences(inputs: dict[str, Any], variant: LoadedVariant) -> list[pb.TokenSequence]:
     """Token inputs as bertserve.v1 sequences, the client's trailing padding dropped."""
     ids = inputs["input_ids"]
     for name in TOKEN_INPUTS[1:]:
@@ -244,18 +244,15 @@ def _sequences(inputs: dict[str, Any], vocab_size: int) -> list[pb.TokenSequence
     mask = inputs.get("attention_mask", np.ones_like(ids))
     types = inputs.get("token_type_ids", np.zeros_like(ids))
     for name, values, top in (
-        ("input_ids", ids, vocab_size - 1),
+        ("input_ids", ids, variant.vocab_size - 1),
         ("attention_mask", mask, 1),
-        ("token_type_ids", types, None),
+        ("token_type_ids", types, variant.type_vocab_size - 1),
     ):
-        bad = np.argwhere(values < 0)
-        if not bad.size and top is not None:
-            bad = np.argwhere(values > top)
+        bad = np.argwhere((values < 0) | (values > top))
         if bad.size:
             row, column = bad[0]
-            allowed = f"0..{top}" if top is not None else "0 or more"
             value = values[row, column]
-            raise InvalidArgument(f"{name}[{row}][{column}]={value}: allowed {allowed}")
+            raise InvalidArgument(f"{name}[{row}][{column}]={value}: allowed 0..{top}")
     sequences = []
     for row in range(ids.shape[0]):
         real = np.flatnonzero(mask[row])
@@ -397,18 +394,25 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     "parameters['normalize']=true: normalizes sentence_embedding; ask for that "
                     "output"
                 )
-        layers = _layer_list(options.layers, top) if "hidden_states" in names else []
+        stacked = _layer_list(options.layers, top)  # checked even when not used
+        layers = stacked if "hidden_states" in names else []
         layers += [int(name.split(".")[1]) % (top + 1) for name in names if "." in name]
         embed.layers.extend(dict.fromkeys(layers))
         if "TEXT" in inputs:
             if "input_ids" in inputs:
                 raise InvalidArgument("TEXT and input_ids both given; allowed one of them")
             embed.texts.extend(inputs["TEXT"])
-            embed.text_pairs.extend(inputs.get("TEXT_PAIR", []))
+            pairs = inputs.get("TEXT_PAIR")
+            if pairs is not None and len(pairs) != len(embed.texts):
+                raise InvalidArgument(
+                    f"TEXT_PAIR: {len(pairs)} texts for {len(embed.texts)} in TEXT; allowed one "
+                    "per text of TEXT"
+                )
+            embed.text_pairs.extend(pairs or [])
         elif "input_ids" in inputs:
             if "TEXT_PAIR" in inputs:
                 raise InvalidArgument("TEXT_PAIR without TEXT; allowed only beside TEXT")
-            embed.sequences.extend(_sequences(inputs, variant.vocab_size))
+            embed.sequences.extend(_sequences(inputs, variant))
         else:
             raise InvalidArgument(
                 f"no TEXT and no input_ids among the inputs {list(inputs)}; allowed TEXT (BYTES, "
