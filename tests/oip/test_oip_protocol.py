@@ -335,3 +335,11 @@ async def test_overload_and_draining(model_repo):
     await stream.code()
     await stopping
     await channel.close()
+
+
+def test_an_answer_over_the_limit_is_refused_before_work(stub):
+    # 8 x 300 tokens x 7 layers x 384 floats: about 25 MiB, over the 16 MiB default
+    request = text_request(*[" ".join(["word"] * 298)] * 8, outputs=("hidden_states",))
+    message = refused(stub.ModelInfer, request, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert "would be 24.6 MiB, over this server's limit of 16.0 MiB" in message
+    assert "ask for fewer outputs" in message
