@@ -30,7 +30,6 @@ from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.inference import grpc_service_pb2_grpc
 from bertserve.server import protocol
 from bertserve.server.errors import (
-    AnswerTooLarge,
     FailedPrecondition,
     InvalidArgument,
     ModelNotFound,
@@ -40,7 +39,14 @@ from bertserve.server.features import FeatureSpec, convert, softmax
 from bertserve.server.limits import check_sequence_count
 from bertserve.server.models import EmbedResult, LoadedVariant
 from bertserve.server.repository import ModelPackage
-from bertserve.server.servicer import Admit, BertServicer, check_classifier, unary
+from bertserve.server.servicer import (
+    Admit,
+    BertServicer,
+    admit_up_to,
+    check_answer_size,
+    check_classifier,
+    unary,
+)
 from bertserve.v1 import bertserve_pb2 as pb
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -185,9 +191,9 @@ def read_inputs(request: v2.ModelInferRequest) -> dict[str, Any]:
             if datatype == "BYTES"
             else len(shape) == 2
         )
-        if not ok or any(d < 0 for d in shape):
+        if not ok or any(d < 1 for d in shape):
             allowed = "[batch] or [batch, 1]" if datatype == "BYTES" else "[batch, seq]"
-            raise InvalidArgument(f"{name}: shape {shape}; allowed {allowed}")
+            raise InvalidArgument(f"{name}: shape {shape}; allowed {allowed}, each at least 1")
         count = int(np.prod(shape))
         if raw and tensor.HasField("contents"):
             raise InvalidArgument(
@@ -314,7 +320,14 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self.registry = bert.registry
         self.config = bert.config
         # one message out must fit the server's send limit (the caller's may be higher)
-        self.answer_limit = min(self.config.max_answer_bytes, self.config.max_request_bytes)
+        limit = min(self.config.max_answer_bytes, self.config.max_request_bytes)
+        self.answer_limit = (
+            limit,
+            f"this server's limit of {limit / 2**20:.1f} MiB per message (max_answer_bytes, "
+            "max_request_bytes)",
+            "ask for fewer outputs or send fewer texts per request",
+        )
+        self._admit = admit_up_to(limit - MESSAGE_MARGIN, *self.answer_limit[1:])
 
     @property
     def draining(self) -> bool:
@@ -478,13 +491,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         embed, spec = self._embed_request(request, variant, options, list(names.values()))
         result, _ = await self.bert.compute(embed, variant, spec, timeout, admit)
         response = self._response(request, variant, names, result, options)
-        size = response.ByteSize()
-        if size > self.answer_limit:
-            raise AnswerTooLarge(
-                f"the answer is {size / 2**20:.1f} MiB, over this server's limit of "
-                f"{self.answer_limit / 2**20:.1f} MiB per message; ask for fewer outputs or "
-                "send fewer texts per request"
-            )
+        check_answer_size(response.ByteSize(), *self.answer_limit, estimated=False)
         return response
 
     def _response(
@@ -527,17 +534,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             _add_output(response, asked, array, datatype, options.binary_data_output)
         return response
 
-    async def _admit(self, size: int) -> None:
-        if size > self.answer_limit - MESSAGE_MARGIN:
-            raise AnswerTooLarge(
-                f"the answer would be {size / 2**20:.1f} MiB, over this server's limit of "
-                f"{self.answer_limit / 2**20:.1f} MiB per message; ask for fewer outputs "
-                "or send fewer texts per request"
-            )
-
     # -- the RPCs --------------------------------------------------------------------------
 
-    @unary("ServerLive")
+    # The two probes are not @unary: a draining server is still live, and not ready, rather
+    # than UNAVAILABLE (as grpc.health.v1 answers NOT_SERVING).
     async def ServerLive(
         self, request: v2.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> v2.ServerLiveResponse:
@@ -546,7 +546,6 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: v2.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> v2.ServerReadyResponse:
-        # not @unary: a draining server answers ready=false rather than UNAVAILABLE
         return v2.ServerReadyResponse(ready=self.ready)
 
     @unary("ModelReady")

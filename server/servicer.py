@@ -91,6 +91,26 @@ def unary(method: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def check_answer_size(
+    size: int, limit: int, where: str, advice: str, estimated: bool = True
+) -> None:
+    """AnswerTooLarge (RESOURCE_EXHAUSTED) naming the size, the limit and what to do."""
+    if size > limit:
+        raise AnswerTooLarge(
+            f"the answer {'would be' if estimated else 'is'} {size / 2**20:.1f} MiB, over "
+            f"{where}; {advice}"
+        )
+
+
+def admit_up_to(limit: int, where: str, advice: str) -> Admit:
+    """An ``admit`` that refuses, before any compute, answers estimated over ``limit`` bytes."""
+
+    async def admit(size: int) -> None:
+        check_answer_size(size, limit, where, advice)
+
+    return admit
+
+
 def check_classifier(variant: LoadedVariant) -> None:
     """FAILED_PRECONDITION when a model that lists labels lacks its logits output."""
     if "logits" not in variant.runtime.output_names:
@@ -109,15 +129,14 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         self.draining = False
         self.ready = False  # True once the default variants are loaded and warmed up
 
-    @staticmethod
-    async def _unary_admit(size: int) -> None:
-        if size > protocol.CHUNK_BYTES:
-            # refused before computing: the answer could not travel in one message
-            raise AnswerTooLarge(
-                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
-                "unary Embed; use EmbedStream, which sends it in chunks, or ask for fewer "
-                "outputs or sequences"
-            )
+    # refused before computing: the answer could not travel in one message
+    _unary_admit = staticmethod(
+        admit_up_to(
+            protocol.CHUNK_BYTES,
+            "the 4 MiB message limit of unary Embed",
+            "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences",
+        )
+    )
 
     async def _embed(
         self,
@@ -151,11 +170,12 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         )
         responses = await self._embed(request, context.time_remaining(), self._unary_admit)
         if len(responses) > 1:  # the estimate was a little short
-            size = sum(r.ByteSize() for r in responses)
-            raise AnswerTooLarge(
-                f"the answer is {size / 2**20:.1f} MiB, over the 4 MiB message limit of unary "
-                "Embed; "
-                "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences"
+            check_answer_size(
+                sum(r.ByteSize() for r in responses),
+                protocol.CHUNK_BYTES,
+                "the 4 MiB message limit of unary Embed",
+                "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences",
+                estimated=False,
             )
         return responses[0]
 
@@ -328,15 +348,12 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
             len(request.texts) + len(request.sequences), self.config.max_request_sequences
         )
         spec = protocol.classify_spec(request, variant)
-
-        async def admit(size: int) -> None:
-            if size > protocol.CHUNK_BYTES:
-                raise AnswerTooLarge(
-                    f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit "
-                    "of Classify; ask for fewer embedding outputs or sequences, or take "
-                    "token-level features from EmbedStream"
-                )
-
+        admit = admit_up_to(
+            protocol.CHUNK_BYTES,
+            "the 4 MiB message limit of Classify",
+            "ask for fewer embedding outputs or sequences, or take token-level features from "
+            "EmbedStream",
+        )
         result, tokenization_ns = await self.compute(
             request, variant, spec, context.time_remaining(), admit
         )

@@ -82,8 +82,7 @@ def test_models_and_versions_not_found(stub):
     refused(stub.ModelInfer, request, grpc.StatusCode.NOT_FOUND)
     request.model_name, request.model_version = "", ""
     assert "model name: empty" in refused(stub.ModelInfer, request)
-    # a version that is not loaded yet but may be: ready, and loaded on first use
-    assert stub.ModelReady(v2.ModelReadyRequest(name="minilm", version="fp32")).ready
+    assert stub.ModelReady(v2.ModelReadyRequest(name="minilm", version="fp32-opt")).ready
 
 
 @pytest.mark.parametrize(
@@ -97,6 +96,10 @@ def test_models_and_versions_not_found(stub):
         (
             lambda r: r.inputs[0].shape.extend([2]),
             "TEXT: shape [1, 2]; allowed [batch] or [batch, 1]",
+        ),
+        (
+            lambda r: r.inputs[0].shape.__setitem__(0, 0),
+            "TEXT: shape [0]; allowed [batch] or [batch, 1], each at least 1",
         ),
         (
             lambda r: r.inputs[0].shape.__setitem__(0, 2),
@@ -163,6 +166,7 @@ def test_bad_text_requests_name_what_is_wrong(stub, change, says):
         (ids_request([[101, 102]], [[1, 1, 1]]), "attention_mask: shape [1, 3]; allowed the shape"),
         (ids_request([[101, 102]], types=[[0, 7]]), "token_type_ids[0][1]=7: allowed 0..1"),
         (ids_request([101, 102]), "input_ids: shape [2]; allowed [batch, seq]"),
+        (ids_request(np.zeros((1, 0))), "input_ids: shape [1, 0]; allowed [batch, seq], each at"),
         (ids_request([[101, 102]], datatype="INT32"), "input_ids: datatype 'INT32'; allowed INT64"),
         (ids_request([[101] + [1000] * 600 + [102]]), "longer than the model's limit of 512"),
         (v2.ModelInferRequest(model_name="minilm"), "no TEXT and no input_ids"),
@@ -264,17 +268,35 @@ def test_bad_calls_are_counted_and_the_server_lives_on(stub, classifier_server):
     assert sentence(stub.ModelInfer(text_request("still here"), timeout=60)).shape == (1, 384)
 
 
-def test_auth_applies_and_probes_stay_open(model_repo, tmp_path):
-    tokens = tmp_path / "tokens.txt"
-    tokens.write_text("secret-token\n")
+def test_tls_and_tokens_apply_and_probes_stay_open(model_repo, tmp_path):
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {
+        "ca.pem": ca.cert_pem.bytes(),
+        "server.pem": b"".join(blob.bytes() for blob in cert.cert_chain_pems),
+        "server.key": cert.private_key_pem.bytes(),
+        "tokens.txt": b"secret-token\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
     server = start_server(
-        model_repo, "--auth-token-file", str(tokens), "--variant", "minilm=fp32-opt", metrics=False
+        model_repo,
+        *("--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key")),
+        *("--auth-token-file", str(tmp_path / "tokens.txt"), "--variant", "minilm=fp32-opt"),
+        metrics=False,
+        wait=False,  # servers.wait_serving speaks plaintext; the port file says it is loaded
     )
     try:
-        with grpc.insecure_channel(server.target) as channel:
+        with grpc.insecure_channel(server.target) as plaintext:
+            stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(plaintext)
+            refused(stub.ServerLive, v2.ServerLiveRequest(), grpc.StatusCode.UNAVAILABLE)
+        tls = grpc.ssl_channel_credentials(root_certificates=files["ca.pem"])
+        with grpc.secure_channel(server.target, tls) as channel:
             stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
-            assert stub.ServerLive(v2.ServerLiveRequest()).live
-            assert stub.ServerReady(v2.ServerReadyRequest()).ready
+            assert stub.ServerLive(v2.ServerLiveRequest(), timeout=30).live
+            assert stub.ServerReady(v2.ServerReadyRequest(), timeout=30).ready
             refused(stub.ModelInfer, text_request("x"), grpc.StatusCode.UNAUTHENTICATED)
             refused(
                 stub.ModelMetadata,
@@ -303,6 +325,8 @@ async def test_overload_and_draining(model_repo):
     server, port = await create_server(config.validate())
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    # a version not loaded yet but loadable on first use is ready
+    assert (await stub.ModelReady(v2.ModelReadyRequest(name="minilm", version="fp32"))).ready
     requests: asyncio.Queue = asyncio.Queue()
 
     async def feed():
