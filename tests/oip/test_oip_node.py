@@ -5,42 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
-import pytest
 from bertserve.client import Client
 
-NODE_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 
-
-def test_node_v2_example_equals_embed(classifier_server, tmp_path):
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        npm = shutil.which("npm")
-        assert npm, "node without npm: install npm to run the Node client's tests"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
+def test_node_v2_example_equals_embed(node_tests, classifier_server, tmp_path):
     out = tmp_path / "v2.json"
-    env = {
-        **os.environ,
-        "BERTSERVE_TARGET": classifier_server.target,
-        "BERTSERVE_NODE_V2_OUT": str(out),
-    }
-    run = subprocess.run(
-        [node, "--test", "test/v2.test.js"],
-        cwd=NODE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    node_tests(
+        "test/v2.test.js",
+        BERTSERVE_TARGET=classifier_server.target,
+        BERTSERVE_NODE_V2_OUT=str(out),
     )
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "# skipped 0" in run.stdout and "# fail 0" in run.stdout, run.stdout
     data = json.loads(out.read_text())
     with Client(classifier_server.target, timeout=120) as client:
         expected = client.embed(
