@@ -1,4 +1,5 @@
-"""Build and run the gRPC server: BertService, health, reflection, metrics, graceful shutdown."""
+"""Build and run the gRPC server: BertService, the Open Inference Protocol, health, reflection,
+metrics, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import sys
 from pathlib import Path
 
 import grpc
+from bertserve.inference import grpc_service_pb2_grpc
 from bertserve.server import metrics
 from bertserve.server.config import ServerConfig
 from bertserve.server.limits import GuardInterceptor
 from bertserve.server.models import ModelRegistry
+from bertserve.server.oip import SERVICE_NAME as INFERENCE_SERVICE
+from bertserve.server.oip import InferenceServicer
 from bertserve.server.runtime import check_device
 from bertserve.server.security import TokenAuthInterceptor, is_loopback, server_credentials
 from bertserve.server.servicer import BertServicer
@@ -26,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 log = logging.getLogger("bertserve.server")
 
 SERVICE_NAME = bertserve_pb2.DESCRIPTOR.services_by_name["BertService"].full_name
-HEALTH_SERVICES = ("", SERVICE_NAME)
+HEALTH_SERVICES = ("", SERVICE_NAME, INFERENCE_SERVICE)
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -65,16 +69,22 @@ class BertServer:
         check_device(config.device)
         self.registry = ModelRegistry(config)
         self.servicer = BertServicer(self.registry)
+        # the Open Inference Protocol: a second front door onto the same servicer's models
+        self.inference = InferenceServicer(self.servicer)
         self.health = HealthServicer()
         self.auth = TokenAuthInterceptor(config.auth_token_file) if config.auth_token_file else None
         self.guard = GuardInterceptor(config.max_concurrent_rpcs)
         interceptors = [self.auth, self.guard] if self.auth else [self.guard]
         self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         bertserve_pb2_grpc.add_BertServiceServicer_to_server(self.servicer, self.server)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            self.inference, self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,
+                INFERENCE_SERVICE,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -103,6 +113,7 @@ class BertServer:
 
     async def load(self) -> None:
         await asyncio.to_thread(self.registry.load_defaults)
+        self.servicer.ready = True
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 

@@ -3,9 +3,10 @@
 - Bytes that do not decode as the method's request (garbage, truncated, invalid UTF-8 in a
   string field) are the caller's error: INVALID_ARGUMENT naming the message type, where gRPC
   alone answers UNKNOWN.
-- At most ``max_concurrent_rpcs`` BertService calls run at once; beyond, RESOURCE_EXHAUSTED
-  before anything is tokenized. Health and reflection are not counted, so probes still answer
-  under overload.
+- At most ``max_concurrent_rpcs`` BertService and v2 inference calls (ModelInfer,
+  ModelStreamInfer) run at once; beyond, RESOURCE_EXHAUSTED before anything is tokenized. Health,
+  reflection and the v2 health and metadata calls are not counted, so probes still answer under
+  overload.
 - A gauge counts the calls in flight.
 """
 
@@ -27,6 +28,12 @@ from bertserve.server.errors import (
 )
 
 SERVICE_PREFIX = "/bertserve.v1.BertService/"
+# the calls that do work, counted against max_concurrent_rpcs
+COUNTED = (
+    SERVICE_PREFIX,
+    "/inference.GRPCInferenceService/ModelInfer",
+    "/inference.GRPCInferenceService/ModelStreamInfer",
+)
 
 
 class MalformedRequest:
@@ -36,7 +43,7 @@ class MalformedRequest:
     def __init__(self, method: str, size: int, error: BaseException) -> None:
         self.message = (
             f"the {size} bytes sent to {method} do not decode as its request message "
-            f"({error}); send that message type serialized with protobuf (see bertserve.proto)"
+            f"({error}); send that message type serialized with protobuf (see the service's .proto)"
         )
 
 
@@ -123,7 +130,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
-        counted = method.startswith(SERVICE_PREFIX)
+        counted = method.startswith(COUNTED)
         inner = _inner(handler)
         deserializer = _tolerant(method, handler.request_deserializer)
 

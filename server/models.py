@@ -361,12 +361,12 @@ class ModelRegistry:
         if variant_name not in model.variants:
             raise InvalidArgument(
                 f"variant={variant_name!r}: model {model.name!r} has no such variant; "
-                f"allowed {self._allowed(model)}"
+                f"allowed {self.servable_variants(model)}"
             )
         if self.config.allowed_variants and variant_name not in self.config.allowed_variants:
             raise InvalidArgument(
                 f"variant={variant_name!r}: not served by this server (allowed_variants); "
-                f"allowed {self._allowed(model)}"
+                f"allowed {self.servable_variants(model)}"
             )
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -385,7 +385,8 @@ class ModelRegistry:
                     ) from error
         return self.loaded[key]
 
-    def _allowed(self, model: ModelPackage) -> list[str]:
+    def servable_variants(self, model: ModelPackage) -> list[str]:
+        """The variants of ``model`` callers may ask for (allowed_variants)."""
         allowed = self.config.allowed_variants
         return [v for v in model.variants if not allowed or v in allowed]
 

@@ -2,8 +2,8 @@
 
 Tokens come from a file, one a line (blank lines and ``#`` comments skipped), and are read
 again on SIGHUP. A call must carry ``authorization: Bearer <token>`` matching one of them,
-compared in constant time; ``grpc.health.v1`` stays open so probes need no secret. Tokens are
-never logged and never reach a metric label.
+compared in constant time; ``grpc.health.v1`` and the v2 ServerLive/ServerReady stay open so
+probes need no secret. Tokens are never logged and never reach a metric label.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from bertserve.server.limits import refusal
 
 log = logging.getLogger(__name__)
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+# probes need no secret: grpc.health.v1 and the v2 protocol's liveness and readiness
+OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+)
 
 
 def server_credentials(

@@ -21,15 +21,17 @@ from bertserve.server.errors import (
     reason_of,
     status_of,
 )
-from bertserve.server.features import answer_bytes
+from bertserve.server.features import FeatureSpec, answer_bytes
 from bertserve.server.limits import StreamBuffer, check_sequence_count
-from bertserve.server.models import LoadedVariant, ModelRegistry
+from bertserve.server.models import EmbedResult, LoadedVariant, ModelRegistry
 from bertserve.server.tokenize import Sequence
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 
 log = logging.getLogger(__name__)
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+# ``admit(estimated answer bytes)``: runs before computing; may refuse or wait for room
+Admit = Callable[[int], Awaitable[None]]
 
 # Requests one EmbedStream works on at once; the stream's reader waits beyond it (backpressure).
 STREAM_CONCURRENCY = 64
@@ -53,9 +55,7 @@ def unary(method: str) -> Callable[[Handler], Handler]:
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def wrapper(
-            self: BertServicer, request: Any, context: grpc.aio.ServicerContext
-        ) -> Any:
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
 
@@ -91,6 +91,35 @@ def unary(method: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+def check_answer_size(
+    size: int, limit: int, where: str, advice: str, estimated: bool = True
+) -> None:
+    """AnswerTooLarge (RESOURCE_EXHAUSTED) naming the size, the limit and what to do."""
+    if size > limit:
+        raise AnswerTooLarge(
+            f"the answer {'would be' if estimated else 'is'} {size / 2**20:.1f} MiB, over "
+            f"{where}; {advice}"
+        )
+
+
+def admit_up_to(limit: int, where: str, advice: str) -> Admit:
+    """An ``admit`` that refuses, before any compute, answers estimated over ``limit`` bytes."""
+
+    async def admit(size: int) -> None:
+        check_answer_size(size, limit, where, advice)
+
+    return admit
+
+
+def check_classifier(variant: LoadedVariant) -> None:
+    """FAILED_PRECONDITION when a model that lists labels lacks its logits output."""
+    if "logits" not in variant.runtime.output_names:
+        raise FailedPrecondition(
+            f"variant {variant.package.name!r} of model {variant.model.name!r} lists labels but "
+            "its model.onnx has no logits output; export the fine-tuned checkpoint again"
+        )
+
+
 class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
     """Serves every model of a ModelRegistry."""
 
@@ -98,22 +127,22 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         self.registry = registry
         self.config = registry.config
         self.draining = False
+        self.ready = False  # True once the default variants are loaded and warmed up
 
-    @staticmethod
-    async def _unary_admit(size: int) -> None:
-        if size > protocol.CHUNK_BYTES:
-            # refused before computing: the answer could not travel in one message
-            raise AnswerTooLarge(
-                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
-                "unary Embed; use EmbedStream, which sends it in chunks, or ask for fewer "
-                "outputs or sequences"
-            )
+    # refused before computing: the answer could not travel in one message
+    _unary_admit = staticmethod(
+        admit_up_to(
+            protocol.CHUNK_BYTES,
+            "the 4 MiB message limit of unary Embed",
+            "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences",
+        )
+    )
 
     async def _embed(
         self,
         request: pb.EmbedRequest,
         timeout: float | None,
-        admit: Callable[[int], Awaitable[None]],
+        admit: Admit,
     ) -> list[pb.EmbedResponse]:
         """The answer's messages; ``admit(estimated answer bytes)`` runs before computing and
         may refuse (AnswerTooLarge) or wait for room (a stream's buffer)."""
@@ -121,16 +150,9 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         variant = await self.registry.variant(request.model, request.variant)
         protocol.check_inputs(request)
         spec = protocol.feature_spec(request, variant)
-        # a request the queue could never hold, or that finds it full, is refused before work
-        variant.batcher.admit(len(request.texts) or len(request.sequences))
-        tokenize_start = time.monotonic_ns()
-        sequences = await self._sequences(request, variant)
-        tokenization_ns = time.monotonic_ns() - tokenize_start
-        size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
-        await admit(size)
-        result = await variant.embed(sequences, spec, timeout)
+        result, tokenization_ns = await self.compute(request, variant, spec, timeout, admit)
         timing = protocol.timing_pb(result, tokenization_ns)
-        if size <= INLINE_ANSWER_BYTES:
+        if sum(array.nbytes for array in result.outputs.values()) <= INLINE_ANSWER_BYTES:
             responses = protocol.embed_responses(request, variant, result, spec.dtype, timing)
         else:
             responses = await asyncio.to_thread(
@@ -148,23 +170,53 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         )
         responses = await self._embed(request, context.time_remaining(), self._unary_admit)
         if len(responses) > 1:  # the estimate was a little short
-            size = sum(r.ByteSize() for r in responses)
-            raise AnswerTooLarge(
-                f"the answer is {size / 2**20:.1f} MiB, over the 4 MiB message limit of unary "
-                "Embed; "
-                "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences"
+            check_answer_size(
+                sum(r.ByteSize() for r in responses),
+                protocol.CHUNK_BYTES,
+                "the 4 MiB message limit of unary Embed",
+                "use EmbedStream, which sends it in chunks, or ask for fewer outputs or sequences",
+                estimated=False,
             )
         return responses[0]
 
     async def EmbedStream(
         self, request_iterator: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EmbedResponse]:
-        """Each request answered as it completes; failures travel in-band as ``error``.
+        """Each request answered as it completes; failures travel in-band as ``error``."""
+
+        async def work(request: pb.EmbedRequest, admit: Admit) -> list[pb.EmbedResponse]:
+            if not request.id:
+                raise InvalidArgument(
+                    "id: empty; EmbedStream needs an id per request to match answers"
+                )
+            check_sequence_count(
+                len(request.texts) + len(request.sequences), self.config.max_request_sequences
+            )
+            return await self._embed(request, context.time_remaining(), admit)
+
+        def failed(request: pb.EmbedRequest, error: Exception) -> list[pb.EmbedResponse]:
+            code, message = status_of(error)
+            error_pb = pb.Error(code=code.value[0], message=message, reason=reason_of(error))
+            return [pb.EmbedResponse(id=request.id, error=error_pb, last=True)]
+
+        async for response in self.stream("EmbedStream", request_iterator, context, work, failed):
+            yield response
+
+    async def stream(
+        self,
+        method: str,
+        request_iterator: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+        work: Callable[[Any, Admit], Awaitable[list[Any]]],
+        failed: Callable[[Any, Exception], list[Any]],
+    ) -> AsyncIterator[Any]:
+        """A bidirectional stream of requests, each answered as it completes by the messages
+        ``work(request, admit)`` returns, or in-band by ``failed(request, error)``.
 
         Bounded both ways: at most STREAM_CONCURRENCY requests read and not yet sent, and at
-        most ``stream_buffer_bytes`` of answers computed and not yet sent (a request waits for
-        room before it is computed). A slot and its bytes free only when the answer has been
-        handed to gRPC, so a caller that stops reading stops its stream's work.
+        most ``stream_buffer_bytes`` of answers computed and not yet sent (``admit`` waits for
+        room before a request is computed). A slot and its bytes free only when the answer has
+        been handed to gRPC, so a caller that stops reading stops its stream's work.
         """
         if self.draining:
             await context.abort(
@@ -173,11 +225,11 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 trailing_metadata=((REASON_KEY, "DRAINING"),),
             )
         buffer = StreamBuffer(self.config.stream_buffer_bytes, self.config.max_answer_bytes)
-        answers: asyncio.Queue[tuple[list[pb.EmbedResponse], int] | None] = asyncio.Queue()
+        answers: asyncio.Queue[tuple[list[Any], int] | None] = asyncio.Queue()
         slots = asyncio.Semaphore(STREAM_CONCURRENCY)
         tasks: set[asyncio.Task] = set()
 
-        async def answer(request: pb.EmbedRequest) -> None:
+        async def answer(request: Any) -> None:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             reserved = 0
@@ -188,29 +240,21 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 reserved = size
 
             try:
-                if not request.id:
-                    raise InvalidArgument(
-                        "id: empty; EmbedStream needs an id per request to match answers"
-                    )
                 if self.draining:
                     raise Unavailable("the server is shutting down; retry on another replica")
-                check_sequence_count(
-                    len(request.texts) + len(request.sequences), self.config.max_request_sequences
-                )
-                responses = await self._embed(request, context.time_remaining(), admit)
+                responses = await work(request, admit)
             except Exception as error:
                 if reserved:
                     await buffer.release(reserved)
                     reserved = 0
-                code, message = status_of(error)
+                code, _ = status_of(error)
                 if not isinstance(error, BertServeError):
-                    log.exception("EmbedStream request %r failed", request.id)
-                error_pb = pb.Error(code=code.value[0], message=message, reason=reason_of(error))
-                responses = [pb.EmbedResponse(id=request.id, error=error_pb, last=True)]
+                    log.exception("%s request %r failed", method, request.id)
+                responses = failed(request, error)
             finally:
-                log_call("EmbedStream", code, time.perf_counter() - started, request.id)
-                metrics.REQUESTS.labels("EmbedStream.item", code.name).inc()
-                metrics.REQUEST_SECONDS.labels("EmbedStream.item").observe(
+                log_call(method, code, time.perf_counter() - started, request.id)
+                metrics.REQUESTS.labels(f"{method}.item", code.name).inc()
+                metrics.REQUEST_SECONDS.labels(f"{method}.item").observe(
                     time.perf_counter() - started
                 )
             answers.put_nowait((responses, reserved))
@@ -298,32 +342,45 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
                 "checkpoint (bertserve finetune). Use Embed for features"
             )
         variant = await self.registry.variant(request.model, request.variant)
-        if "logits" not in variant.runtime.output_names:
-            raise FailedPrecondition(
-                f"variant {variant.package.name!r} of model {model.name!r} lists labels but its "
-                "model.onnx has no logits output; export the fine-tuned checkpoint again"
-            )
+        check_classifier(variant)
         protocol.check_inputs(request)
         check_sequence_count(
             len(request.texts) + len(request.sequences), self.config.max_request_sequences
         )
         spec = protocol.classify_spec(request, variant)
+        admit = admit_up_to(
+            protocol.CHUNK_BYTES,
+            "the 4 MiB message limit of Classify",
+            "ask for fewer embedding outputs or sequences, or take token-level features from "
+            "EmbedStream",
+        )
+        result, tokenization_ns = await self.compute(
+            request, variant, spec, context.time_remaining(), admit
+        )
+        timing = protocol.timing_pb(result, tokenization_ns)
+        response = protocol.classify_response(request, variant, labels, result, spec, timing)
+        response.timing.total_ns = time.monotonic_ns() - started
+        return response
+
+    async def compute(
+        self,
+        request: pb.EmbedRequest | pb.ClassifyRequest,
+        variant: LoadedVariant,
+        spec: FeatureSpec,
+        timeout: float | None,
+        admit: Admit,
+    ) -> tuple[EmbedResult, int]:
+        """The work every front door shares: queue admission, tokenizing (or checking token
+        ids), the answer's size through ``admit`` before any compute, then the batcher.
+        Returns the result and the tokenization time in ns."""
+        # a request the queue could never hold, or that finds it full, is refused before work
         variant.batcher.admit(len(request.texts) or len(request.sequences))
         tokenize_start = time.monotonic_ns()
         sequences = await self._sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start
         size = answer_bytes(spec, sum(map(len, sequences)), len(sequences), variant.hidden_size)
-        if size > protocol.CHUNK_BYTES:
-            raise AnswerTooLarge(
-                f"the answer would be {size / 2**20:.1f} MiB, over the 4 MiB message limit of "
-                "Classify; ask for fewer embedding outputs or sequences, or take token-level "
-                "features from EmbedStream"
-            )
-        result = await variant.embed(sequences, spec, context.time_remaining())
-        timing = protocol.timing_pb(result, tokenization_ns)
-        response = protocol.classify_response(request, variant, labels, result, spec, timing)
-        response.timing.total_ns = time.monotonic_ns() - started
-        return response
+        await admit(size)
+        return await variant.embed(sequences, spec, timeout), tokenization_ns
 
     async def _sequences(
         self, request: pb.EmbedRequest | pb.ClassifyRequest, variant: LoadedVariant

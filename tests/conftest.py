@@ -135,6 +135,43 @@ def classifier_server(classifier_repo: Path):
     server.stop()
 
 
+# -- the Node.js client ------------------------------------------------------------------------
+
+NODE_DIR = ROOT / "clients" / "node"
+
+
+@pytest.fixture(scope="session")
+def node_tests():
+    """``run(test_path, **env)``: ``node --test`` in clients/node against a live server, its
+    dependencies installed with npm first; asserts nothing failed and nothing skipped. Skips
+    where node is not installed."""
+    import os
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        npm = shutil.which("npm")
+        assert npm, "node without npm: install npm to run the Node client's tests"
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
+
+    def run(test_path: str, **env: str) -> str:
+        done = subprocess.run(
+            [node, "--test", test_path],
+            cwd=NODE_DIR,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "# skipped 0" in done.stdout and "# fail 0" in done.stdout, done.stdout
+        return done.stdout
+
+    return run
+
+
 # -- figures the reliability and deployment suites report -----------------------------------
 
 FIGURES: dict[str, dict] = {}

@@ -1,6 +1,12 @@
 """deploy/: every manifest valid against the Kubernetes schemas (kubernetes-validate, strict),
 and wired together: probes, security, resources, the headless Service, autoscaling, the
-disruption budget, Prometheus, and the secrets the server's flags point at."""
+disruption budget, Prometheus, and the secrets the server's flags point at.
+
+deploy/kserve/ holds KServe custom resources, which kubernetes-validate does not know: their
+fields are checked against the KServe API types (kserve/kserve pkg/apis/serving: v1alpha1
+ServingRuntimeSpec and SupportedModelFormat, v1beta1 PredictorSpec, ModelSpec,
+PredictorExtensionSpec and ComponentExtensionSpec), and every container in them against the
+Kubernetes Container schema."""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from bertserve.client.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "deploy").rglob("*.yaml"))
+KSERVE = sorted((ROOT / "deploy" / "kserve").glob("*.yaml"))
+CORE = [path for path in FILES if path not in KSERVE]
 
 
 def documents() -> dict[str, dict]:
@@ -23,7 +31,7 @@ def documents() -> dict[str, dict]:
     return found
 
 
-@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(ROOT)) for p in FILES])
+@pytest.mark.parametrize("path", CORE, ids=[str(p.relative_to(ROOT)) for p in CORE])
 def test_manifests_are_valid_kubernetes(path):
     for document in yaml.safe_load_all(path.read_text()):
         kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
@@ -82,3 +90,86 @@ def test_the_manifests_fit_together():
     assert hpa["minReplicas"] >= 2
     pdb = found["PodDisruptionBudget/bertserve"]["spec"]
     assert pdb["selector"]["matchLabels"] == labels and pdb["minAvailable"] >= 1
+
+
+# The fields of the KServe API types the manifests may use (kserve/kserve, pkg/apis/serving).
+SERVING_RUNTIME_SPEC = {
+    "supportedModelFormats", "multiModel", "disabled", "protocolVersions", "workerSpec",
+    "containers", "volumes", "nodeSelector", "affinity", "tolerations", "labels", "annotations",
+    "imagePullSecrets", "hostIPC", "grpcEndpoint", "grpcDataEndpoint", "httpDataEndpoint",
+    "replicas", "storageHelper", "builtInAdapter",
+}  # fmt: skip
+SUPPORTED_MODEL_FORMAT = {"name", "version", "autoSelect", "priority"}
+PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}
+COMPONENT_EXTENSION = {
+    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "containerConcurrency",
+    "timeout", "canaryTrafficPercent", "logger", "batcher", "labels", "annotations",
+    "deploymentStrategy",
+}  # fmt: skip
+MODEL_SPEC = {
+    "modelFormat",
+    "runtime",
+    "storageUri",
+    "runtimeVersion",
+    "protocolVersion",
+    "storage",
+}
+
+
+def valid_container(container: dict) -> None:
+    """A KServe container is a Kubernetes Container: validate it inside a Pod."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "check"},
+        "spec": {"containers": [container]},
+    }
+    kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_kserve_manifests_fit_kserve_and_the_server():
+    assert [p.name for p in KSERVE] == ["inferenceservice.yaml", "servingruntime.yaml"]
+    found = documents()
+    runtime = found["ServingRuntime/bertserve"]
+    service = found["InferenceService/bertserve-minilm"]
+    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    for document in (runtime, service):
+        assert set(document) == {"apiVersion", "kind", "metadata", "spec"}
+
+    spec = runtime["spec"]
+    assert set(spec) <= SERVING_RUNTIME_SPEC, set(spec) - SERVING_RUNTIME_SPEC
+    for model_format in spec["supportedModelFormats"]:
+        assert set(model_format) <= SUPPORTED_MODEL_FORMAT and model_format["name"]
+    assert spec["protocolVersions"] == ["grpc-v2"]
+    (container,) = spec["containers"]
+    assert container["name"] == "kserve-container"  # the name KServe looks for
+    valid_container(container)
+
+    # the server's flags parse; it listens where the h2c port, the probes and Prometheus say
+    args = build_parser().parse_args(["serve", *container["args"]])
+    (port,) = container["ports"]
+    assert port["name"] == "h2c" and port["containerPort"] == int(args.port)
+    assert args.host == "0.0.0.0"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == int(args.port)
+    assert int(spec["annotations"]["prometheus.kserve.io/port"]) == int(args.metrics_port)
+    assert container["securityContext"]["runAsUser"] == 10001  # the image's user
+
+    predictor = service["spec"]["predictor"]
+    assert set(service["spec"]) == {"predictor"}
+    assert set(predictor) <= COMPONENT_EXTENSION | {"model"}
+    model = predictor["model"]
+    assert set(model) <= MODEL_SPEC
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"] in [
+        {k: v for k, v in f.items() if k in ("name", "version")}
+        for f in spec["supportedModelFormats"]
+    ]
+    assert (
+        model["protocolVersion"] in PROTOCOLS
+        and model["protocolVersion"] in spec["protocolVersions"]
+    )
+    assert predictor["minReplicas"] <= predictor["maxReplicas"]
+    mode = service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    assert mode == "RawDeployment"

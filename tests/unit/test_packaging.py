@@ -45,6 +45,10 @@ def test_wheel_has_only_the_bertserve_package(wheel: zipfile.ZipFile) -> None:
         "v1/bertserve_pb2.py",
         "v1/bertserve_pb2_grpc.py",
         "v1/bertserve.proto",
+        "inference/grpc_service_pb2.py",
+        "inference/grpc_service_pb2_grpc.py",
+        "inference/grpc_service.proto",
+        "server/oip.py",
     ):
         assert f"bertserve/{module}" in names
 
