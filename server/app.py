@@ -122,7 +122,14 @@ class BertServer:
         grace = self.config.grace_period_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         self.servicer.draining = True
-        await self.server.stop(grace)
+        # While in-flight calls finish, new ones reach the handlers and get UNAVAILABLE with a
+        # message (retry on another replica); once grpc's own stop begins, calls that arrive
+        # are cancelled without one, so it begins only when the work is done or grace is up.
+        loop = asyncio.get_running_loop()
+        end = loop.time() + grace
+        while self.guard.in_flight and loop.time() < end:
+            await asyncio.sleep(0.01)
+        await self.server.stop(max(0.0, end - loop.time()))
         await self.registry.close(timeout=1.0)
 
 
