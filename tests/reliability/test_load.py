@@ -14,7 +14,7 @@ import time
 
 import grpc
 import numpy as np
-from bertserve.client import AsyncClient, BertserveError
+from bertserve.client import AsyncClient, BertserveError, Client
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 from scenarios import baseline, settled, text
@@ -186,6 +186,8 @@ def test_memory_stays_flat_over_random_requests_and_bad_calls(model_repo, figure
         # allocator warm-up: onnxruntime's arena grows in big steps the first time it meets
         # larger batch shapes (the bad calls' 4-text requests batch up to 64 sequences); what
         # is measured after is growth that repeats, i.e. a leak
+        with Client(server.target, timeout=300) as client:  # the largest batch either can form
+            client.embed([" ".join(VOCABULARY[:48])] * 64)
         asyncio.run(_random_requests(server.target, 2_000, seed=1))
         asyncio.run(_bad_calls(server.target, 500))
         rss_start = rss_bytes(server.process.pid)
