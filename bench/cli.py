@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loadgen.add_argument("--output", choices=("sentence", "tokens"), default="sentence")
     side = bench.add_argument_group("peers (--peers; needs --repo for the raw sessions)")
     side.add_argument("--peers", action="store_true", help="compare every way, side by side")
+    side.add_argument(
+        "--latency",
+        action="store_true",
+        help="only single short requests (raw session, bertserve, a gRPC echo floor) and the "
+        "callers sweep (default --concurrency 1,64)",
+    )
     side.add_argument("--texts", type=int, default=1024, help="corpus size (default 1024)")
     side.add_argument("--repeats", type=int, default=3, help="rounds; medians are quoted")
     side.add_argument("--checkpoint", type=Path, help="PyTorch checkpoint (default: the source)")
@@ -76,7 +82,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     cpu = cpu_description()
     print(cpu, flush=True)
-    if args.peers:
+    if args.peers or args.latency:
         return _run_peers(args, cpu)
     from .load import run_load
 
@@ -90,7 +96,7 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
 
     if not args.repo:
         print(
-            "bertserve bench --peers: needs --repo (the raw sessions load its files)",
+            "bertserve bench --peers/--latency: needs --repo (the raw sessions load its files)",
             file=sys.stderr,
         )
         return 2
@@ -109,6 +115,8 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
     ]
     metrics_port = _free_port()
     extra = ["--metrics-port", str(metrics_port), *args.server_arg]
+    if args.latency:
+        return _run_latency(args, cpu, model, variants, extra)
     with started_server(args.repo, extra) as target:
         settings = peers.PeerSettings(
             repo=args.repo,
@@ -140,5 +148,39 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
     print(
         f"wrote {args.out}/peers.json, peers.md and peers.png "
         f"(client and server share this machine's {os.cpu_count()} CPUs)"
+    )
+    return 0
+
+
+def _run_latency(
+    args: argparse.Namespace, cpu: str, model: str, variants: list[str], extra: list[str]
+) -> int:
+    from . import latency
+    from .load import started_server
+
+    with started_server(args.repo, extra) as target:
+        settings = latency.LatencySettings(
+            repo=args.repo,
+            target=args.target or target,
+            model=model,
+            variants=variants,
+            requests=args.latency_requests,
+            concurrency=tuple(args.concurrency or (1, 64)),
+            sweep_seconds=args.sweep_seconds,
+            threads=args.threads,
+        )
+        result = latency.run_latency(settings, log=lambda line: print(line, flush=True))
+    result["cpu"] = cpu
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = latency.markdown(result)
+    (args.out / "latency.json").write_text(json.dumps(result, indent=2))
+    (args.out / "latency.md").write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    print(table)
+    print(cpu)
+    print(
+        f"wrote {args.out}/latency.json and latency.md (client and servers share this "
+        f"machine's {os.cpu_count()} CPUs: compare figures within one run only)"
     )
     return 0

@@ -91,3 +91,29 @@ def test_peers_smoke_run_reports_every_way(model_repo, tmp_path):
     table = (out / "peers.md").read_text()
     assert "| target | measured | goal |" in table and report["cpu"] in table
     assert (out / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_mode_times_the_raw_session_the_server_and_the_grpc_floor(model_repo, tmp_path):
+    out = tmp_path / "latency"
+    run = subprocess.run(
+        [*CLI, "--latency", "--repo", str(model_repo), "--variants", "fp32-opt"]
+        + ["--latency-requests", "24", "--concurrency", "1,4", "--sweep-seconds", "0.5"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((out / "latency.json").read_text())
+    assert report["cpu"].startswith("CPU: ")
+    assert [(r["way"].split(" ")[0], r["requests"]) for r in report["single"]] == [
+        ("onnxruntime", 24),
+        ("bertserve", 24),
+        ("grpc.aio", 24),
+    ]
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in report["single"])
+    assert [(s["callers"], s["errors"]) for s in report["sweep"]] == [(1, 0), (4, 0)]
+    assert all(s["requests"] > 0 for s in report["sweep"])
+    table = (out / "latency.md").read_text()
+    assert "| p50 over the raw session, ms | fp32-opt |" in table
+    assert "| 4 callers / 1, requests/s | fp32-opt |" in table
