@@ -73,7 +73,12 @@ class BertServer:
         self.inference = InferenceServicer(self.servicer)
         self.health = HealthServicer()
         self.auth = TokenAuthInterceptor(config.auth_token_file) if config.auth_token_file else None
-        self.guard = GuardInterceptor(config.max_concurrent_rpcs)
+        self.guard = GuardInterceptor(
+            config.max_concurrent_rpcs,
+            max_rpcs_per_peer=config.peer_limit,
+            stream_limit=config.stream_limit,
+            stream_idle_timeout_s=config.stream_idle_timeout_s,
+        )
         interceptors = [self.auth, self.guard] if self.auth else [self.guard]
         self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         bertserve_pb2_grpc.add_BertServiceServicer_to_server(self.servicer, self.server)
