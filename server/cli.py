@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         where = groups.get(meta.group, parser)
         help_text = f"{meta.help} (default {shown_default(field)}; env {env_name(field)})"
         help_text = help_text.replace("%", "%%")
-        kwargs: dict = {"dest": field.name, "default": None, "help": help_text}
+        kwargs: dict = {"dest": _dest(flag), "default": None, "help": help_text}
         if not isinstance(field.default, bool):
             kwargs["metavar"] = flag[2:].upper().replace("-", "_")
         if isinstance(field.default, bool):
@@ -54,14 +54,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run, extra="server")
 
 
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")  # argparse's own: --grace-period -> args.grace_period
+
+
+def flag_values(args: argparse.Namespace) -> dict:
+    """The parsed ``serve`` flags keyed by setting name, as load_config takes them."""
+    from bertserve.server.config import flag_name, settings
+
+    return {f.name: getattr(args, _dest(flag_name(f))) for f in settings() if flag_name(f)}
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the config and serve until SIGTERM; returns the exit status."""
-    from bertserve.server.config import flag_name, load_config, settings
+    from bertserve.server.config import load_config
     from bertserve.server.errors import DeviceError
 
-    flags = {f.name: getattr(args, f.name) for f in settings() if flag_name(f)}
     try:
-        config = load_config(flags, args.config)
+        config = load_config(flag_values(args), args.config)
         from bertserve.server.app import serve
 
         serve(config)

@@ -110,12 +110,10 @@ def serve_flags(*argv: str) -> dict:
     import argparse
 
     from bertserve.server import cli
-    from bertserve.server.config import flag_name, settings
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(["serve", *argv])
-    return {f.name: getattr(args, f.name) for f in settings() if flag_name(f)}
+    return cli.flag_values(parser.parse_args(["serve", *argv]))
 
 
 def test_global_batch_flags_and_environment_never_override_a_models_own_yaml(tmp_path):
