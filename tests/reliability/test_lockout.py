@@ -4,6 +4,7 @@ one connection has a share, and a stream that stays silent is closed with a clea
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -63,7 +64,7 @@ def default_server(model_repo):
 
 
 async def test_1030_idle_streams_over_10_connections_do_not_lock_out_a_new_caller(
-    default_server,
+    default_server, figures
 ):
     # separate subchannel pools: ten real connections, ten peers
     channels = [
@@ -98,10 +99,14 @@ async def test_1030_idle_streams_over_10_connections_do_not_lock_out_a_new_calle
             default_server.target, options=[("grpc.use_local_subchannel_pool", 1)]
         ) as newcomer:
             stub = bertserve_pb2_grpc.BertServiceStub(newcomer)
+            started = time.perf_counter()
             answer = await stub.Embed(pb.EmbedRequest(texts=["I love Paris"]), timeout=60)
+            embed_ms = (time.perf_counter() - started) * 1000
             assert list(answer.lengths) == [5]
             v2_stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(newcomer)
+            started = time.perf_counter()
             inferred = await v2_stub.ModelInfer(text_request("I love Paris"), timeout=60)
+            infer_ms = (time.perf_counter() - started) * 1000
             assert inferred.model_name == "minilm" and inferred.outputs
             # and a new stream is told why it waits
             with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -110,6 +115,14 @@ async def test_1030_idle_streams_over_10_connections_do_not_lock_out_a_new_calle
             assert "unary calls are still served" in refused.value.details()
         for future in pending:
             future.cancel()
+        figures["idle_stream_lockout"] = {
+            "streams": STREAMS,
+            "connections": CONNECTIONS,
+            "held": STREAMS - len(finished),
+            "refused": len(finished),
+            "newcomer_embed_ms": round(embed_ms, 1),
+            "newcomer_model_infer_ms": round(infer_ms, 1),
+        }
     finally:
         for call in calls:
             call.cancel()
