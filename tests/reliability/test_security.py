@@ -291,15 +291,22 @@ def test_the_metrics_port_needs_the_token_reloaded_on_sighup(model_repo, tmp_pat
         server.stop()
 
 
-def test_the_metrics_port_speaks_tls_when_grpc_does_and_binds_loopback(model_repo, pki):
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+def test_the_metrics_port_speaks_tls_when_grpc_does_and_binds_loopback(model_repo, pki, mutual):
     import http.client
     import ssl
 
     args = ["--tls-cert", str(pki["server.pem"]), "--tls-key", str(pki["server.key"])]
+    if mutual:
+        args += ["--tls-client-ca", str(pki["ca.pem"])]
     server = start_server(model_repo, *args, wait=False)
     try:
         https = server.metrics_url.replace("http://", "https://")
         trusting = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        if mutual:  # as gRPC does, the metrics port asks for a client certificate from the CA
+            with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+                scrape_text(https, context=trusting)
+            trusting.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
         assert "bertserve_requests_total" in scrape_text(https, context=trusting)
         # plain HTTP gets no metrics: the TLS port drops it
         with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
@@ -309,7 +316,7 @@ def test_the_metrics_port_speaks_tls_when_grpc_does_and_binds_loopback(model_rep
         with pytest.raises(urllib.error.URLError) as refused:
             scrape_text(https, context=untrusting)
         assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
-        # loopback unless told otherwise: nothing listens on this machine's other addresses
+        # loopback unless told otherwise
         serving = next(line for line in server.output().splitlines() if '"serving"' in line)
         assert f'"metrics": "127.0.0.1:{server.metrics_port}"' in serving
     finally:
