@@ -381,9 +381,10 @@ class ModelRegistry:
             if key not in self.loaded:
                 # checked and reserved with no await between: concurrent first requests for
                 # different variants see each other's reservation, so the bound holds
-                held = len(self.loaded.keys() | self._loading)
+                holders = self.loaded.keys() | self._loading
+                held = len(holders)
                 if held >= self.config.max_loaded_variants:
-                    names = sorted("/".join(k) for k in (*self.loaded, *self._loading))
+                    names = sorted("/".join(k) for k in holders)
                     raise FailedPrecondition(
                         f"variant {variant_name!r} of model {model.name!r} is not loaded and "
                         f"{held} variants already are (or are loading), this server's limit "
