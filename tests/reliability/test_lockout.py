@@ -63,16 +63,50 @@ def default_server(model_repo):
     server.stop()
 
 
+def connection(target: str) -> grpc.aio.Channel:
+    """A channel with a connection of its own (no subchannel shared with other channels)."""
+    return grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+async def first_ended(calls: list, count: int) -> list:
+    """The first ``count`` of ``calls`` to end (their status awaited, not slept for)."""
+    ended = {asyncio.ensure_future(call.code()): call for call in calls}
+    finished: list = []
+    pending = set(ended)
+    while len(finished) < count:
+        done, pending = await asyncio.wait(pending, timeout=120, return_when="FIRST_COMPLETED")
+        assert done, f"only {len(finished)} of {count} calls ended after 120 s"
+        finished += done
+    for future in pending:
+        future.cancel()
+    return [ended[future] for future in finished]
+
+
+async def test_one_connection_holds_at_most_its_share(default_server):
+    # the default share is a quarter of 1,024: the 257th call on one connection is refused
+    async with connection(default_server.target) as one, connection(default_server.target) as other:
+        calls = [bertserve_pb2_grpc.BertServiceStub(one).EmbedStream(silent()) for _ in range(257)]
+        (refused,) = await first_ended(calls, 1)
+        assert await refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(max_rpcs_per_peer) is 256" in await refused.details()
+        # another connection is served meanwhile
+        answer = await bertserve_pb2_grpc.BertServiceStub(other).Embed(
+            pb.EmbedRequest(texts=["I love Paris"]), timeout=60
+        )
+        assert list(answer.lengths) == [5]
+        for call in calls:
+            call.cancel()
+    end = time.monotonic() + 60
+    while total(scrape(default_server.metrics_url), "bertserve_in_flight_requests"):
+        assert time.monotonic() < end, "the cancelled streams kept their slots"
+        await asyncio.sleep(0.05)  # polls a condition; orders nothing
+
+
 async def test_1030_idle_streams_over_10_connections_do_not_lock_out_a_new_caller(
     default_server, figures
 ):
     # separate subchannel pools: ten real connections, ten peers
-    channels = [
-        grpc.aio.insecure_channel(
-            default_server.target, options=[("grpc.use_local_subchannel_pool", 1)]
-        )
-        for _ in range(CONNECTIONS)
-    ]
+    channels = [connection(default_server.target) for _ in range(CONNECTIONS)]
     calls = [
         bertserve_pb2_grpc.BertServiceStub(channels[i % CONNECTIONS]).EmbedStream(silent())
         for i in range(STREAMS)
@@ -80,24 +114,13 @@ async def test_1030_idle_streams_over_10_connections_do_not_lock_out_a_new_calle
     try:
         # streams may hold 1024 - 128 = 896 slots: the other 134 are refused at once, and
         # once they are, the streams hold every slot they can
-        ended = {asyncio.ensure_future(call.code()): call for call in calls}
-        finished: list = []
-        pending = set(ended)
-        while len(finished) < STREAMS - 896:
-            done, pending = await asyncio.wait(
-                pending, timeout=120, return_when=asyncio.FIRST_COMPLETED
-            )
-            assert done, f"only {len(finished)} streams refused after 120 s"
-            finished += done
-        for future in finished:
-            call = ended[future]
-            assert future.result() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        refused = await first_ended(calls, STREAMS - 896)
+        for call in refused:
+            assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "unary_reserved_rpcs" in await call.details()
         assert total(scrape(default_server.metrics_url), "bertserve_in_flight_requests") == 896
 
-        async with grpc.aio.insecure_channel(
-            default_server.target, options=[("grpc.use_local_subchannel_pool", 1)]
-        ) as newcomer:
+        async with connection(default_server.target) as newcomer:
             stub = bertserve_pb2_grpc.BertServiceStub(newcomer)
             started = time.perf_counter()
             answer = await stub.Embed(pb.EmbedRequest(texts=["I love Paris"]), timeout=60)
@@ -109,17 +132,15 @@ async def test_1030_idle_streams_over_10_connections_do_not_lock_out_a_new_calle
             infer_ms = (time.perf_counter() - started) * 1000
             assert inferred.model_name == "minilm" and inferred.outputs
             # and a new stream is told why it waits
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
+            with pytest.raises(grpc.aio.AioRpcError) as stream_refused:
                 await stub.EmbedStream(silent()).read()
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "unary calls are still served" in refused.value.details()
-        for future in pending:
-            future.cancel()
+            assert stream_refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "unary calls are still served" in stream_refused.value.details()
         figures["idle_stream_lockout"] = {
             "streams": STREAMS,
             "connections": CONNECTIONS,
-            "held": STREAMS - len(finished),
-            "refused": len(finished),
+            "held": STREAMS - len(refused),
+            "refused": len(refused),
             "newcomer_embed_ms": round(embed_ms, 1),
             "newcomer_model_infer_ms": round(infer_ms, 1),
         }
