@@ -236,3 +236,14 @@ def test_the_serve_command_refuses_an_unknown_yaml_key_at_startup(tmp_path):
     )
     assert done.returncode == 2
     assert "unknown keys ['max_concurent_rpcs']" in done.stderr
+
+
+def test_the_readme_yaml_example_loads(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```yaml\nport: 50051", 1)[1].split("```", 1)[0]
+    config_file = tmp_path / "server.yaml"
+    config_file.write_text("port: 50051" + example)
+    config = load_config({"repo": tmp_path}, config_file, {})
+    assert config.batch_settings("minilm").max_batch_tokens == 16384
