@@ -73,7 +73,12 @@ class BertServer:
         self.inference = InferenceServicer(self.servicer)
         self.health = HealthServicer()
         self.auth = TokenAuthInterceptor(config.auth_token_file) if config.auth_token_file else None
-        self.guard = GuardInterceptor(config.max_concurrent_rpcs)
+        self.guard = GuardInterceptor(
+            config.max_concurrent_rpcs,
+            max_rpcs_per_peer=config.peer_limit,
+            stream_limit=config.stream_limit,
+            stream_idle_timeout_s=config.stream_idle_timeout_s,
+        )
         interceptors = [self.auth, self.guard] if self.auth else [self.guard]
         self.server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
         bertserve_pb2_grpc.add_BertServiceServicer_to_server(self.servicer, self.server)
@@ -192,12 +197,23 @@ async def run(config: ServerConfig) -> None:
     metrics.watch_event_loop(loop)
     await server.start()
     log.info("listening, loading models", extra={"host": config.host, "port": server.port})
-    metrics_port = None
+    metrics_port = http = None
     if config.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        http, _ = start_http_server(config.metrics_port, addr=config.host)
+        http = metrics.serve_metrics(
+            config.metrics_host,
+            config.metrics_port,
+            tls_cert=config.tls_cert,
+            tls_key=config.tls_key,
+            tls_client_ca=config.tls_client_ca,
+            allows=server.auth.allows if server.auth else None,  # reloaded with it on SIGHUP
+        )
         metrics_port = http.server_port
+        if config.tls_cert is None and not is_loopback(config.metrics_host):
+            log.warning(
+                "metrics on %s:%s without TLS: anyone on the network can read them",
+                config.metrics_host,
+                metrics_port,
+            )
     await server.load()
     if config.port_file:
         _write_port_file(config.port_file, server.port)
@@ -205,7 +221,7 @@ async def run(config: ServerConfig) -> None:
         "serving",
         extra={
             "target": f"{config.host}:{server.port}",
-            "metrics_port": metrics_port,
+            "metrics": f"{config.metrics_host}:{metrics_port}" if http else None,
             "models": {f"{m}": v for m, v in server.registry.default_variants.items()},
             "device": config.device,
         },
@@ -213,6 +229,8 @@ async def run(config: ServerConfig) -> None:
     await stop.wait()
     log.info("draining", extra={"grace_period_s": config.grace_period_s})
     await server.stop()
+    if http is not None:
+        await asyncio.to_thread(http.shutdown)
     log.info("stopped")
 
 

@@ -1,14 +1,44 @@
 """Server configuration: one frozen ServerConfig per process, from defaults, a YAML file,
-``BERTSERVE_*`` environment variables and command-line flags (later sources win), validated once."""
+``BERTSERVE_*`` environment variables and ``serve`` flags (later sources win), validated once.
+
+Each setting is declared once, as a dataclass field made by :func:`setting`: its YAML key is the
+field's name (``batch.<name>`` and ``models.<model>.<name>`` for the batcher's), and the same
+declaration yields its environment variable, its flag (see server/cli.py) and its row of the
+README's table (``python -m bertserve.server.config --markdown``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bertserve.server.settings import (
+    Setting,
+    comma_names,
+    env_name,
+    flag_name,
+    optional_port,
+    parse_variants,
+    setting,
+    shown_default,
+)
+
+__all__ = [  # the declaration helpers too: server/cli.py reads the flags from here
+    "BatchSettings",
+    "ServerConfig",
+    "env_name",
+    "flag_name",
+    "load_config",
+    "markdown_table",
+    "parse_variants",
+    "settings",
+    "shown_default",
+]
 
 DEFAULT_PORT = 50051
 DEVICES = ("cpu", "cuda")
@@ -16,24 +46,34 @@ DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """Limits of one model's dynamic batcher.
+    """Limits of one model's dynamic batcher (YAML ``batch:``, or per model ``models.<name>:``).
 
     The token budget counts padded cost (longest sequence x count) because onnxruntime
     computes the padding too.
     """
 
-    max_batch_tokens: int = 8192
-    max_batch_size: int = 64
-    max_queue_delay_ms: float = 2.0
+    max_batch_tokens: int = setting(
+        8192, "padded tokens per batch (longest x count)", group="batch"
+    )
+    max_batch_size: int = setting(64, "sequences per batch", group="batch")
+    max_queue_delay_ms: float = setting(
+        2.0, "longest wait (ms) to fill a batch", group="batch", shown="2"
+    )
     # Bounded queue: requests, sequences and tokens waiting beyond these are refused with
     # RESOURCE_EXHAUSTED, so memory and waiting time stay bounded under load; a single
     # request larger than the queue is INVALID_ARGUMENT.
-    max_queue_requests: int = 1024
-    max_queue_sequences: int = 32768
-    max_queue_tokens: int = 1 << 20
+    max_queue_requests: int = setting(
+        1024, "waiting requests before RESOURCE_EXHAUSTED", group="batch"
+    )
+    max_queue_sequences: int = setting(
+        32768, "waiting sequences before RESOURCE_EXHAUSTED", group="batch"
+    )
+    max_queue_tokens: int = setting(
+        1 << 20, "waiting tokens before RESOURCE_EXHAUSTED", group="batch"
+    )
     # How many waiting sequences the batcher weighs when it cuts the next batch: every
     # waiting request gets its share, shortest sequences first.
-    length_window: int = 256
+    length_window: int = setting(256, "waiting sequences weighed for the next batch", group="batch")
 
     def validate(self, where: str) -> None:
         for name in (
@@ -56,58 +96,156 @@ class BatchSettings:
 class ServerConfig:
     """Everything one server process needs; built by :func:`load_config` or directly in tests."""
 
-    repo: Path
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT  # 0: any free port
-    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
-    device: str = "cpu"
-    default_model: str | None = None  # None: the first model by name
+    repo: Path = setting(help="model repository: <model>/<variant>/manifest.json", kind=Path)
+    host: str = setting("127.0.0.1", "address gRPC listens on")
+    port: int = setting(DEFAULT_PORT, "gRPC port (0: any free port)")
+    metrics_port: int | None = setting(
+        None,
+        "Prometheus /metrics port (0: any free port; -1: off)",
+        convert=optional_port,
+        shown="off",
+    )
+    # loopback unless told otherwise: the metrics tell request rates and model names
+    metrics_host: str = setting("127.0.0.1", "address the /metrics endpoint listens on")
+    device: str = setting("cpu", "execution device", choices=DEVICES)
+    default_model: str | None = setting(
+        None, "model answered when a request names none", kind=str, shown="the first by name"
+    )
     # Variant per model name; models not listed get fp32-opt (else fp32) on CPU, fp16 on CUDA.
-    variants: Mapping[str, str] = field(default_factory=dict)
-    intra_op_threads: int = 0  # 0: the CPUs this process may use, shared among instances
-    instances: int = 1  # onnxruntime sessions per variant, run side by side
-    grace_period_s: float = 10.0
-    warmup: bool = True
+    variants: Mapping[str, str] = setting(
+        help="a model's default variant, MODEL=VARIANT (repeatable; YAML: a mapping)",
+        convert=parse_variants,
+        flag="--variant",
+        append=True,
+        factory=dict,
+        shown="int8 where it passed validation and runs faster here, else fp32-opt; fp16 on CUDA",
+    )
+    intra_op_threads: int = setting(
+        0, "threads per onnxruntime session", shown="0: the CPUs this process may use / instances"
+    )
+    instances: int = setting(1, "onnxruntime sessions per variant, run side by side")
+    grace_period_s: float = setting(10.0, "seconds to finish in-flight work on SIGTERM")
+    warmup: bool = setting(True, "warm up each variant and measure its batch cost at load")
     batch: BatchSettings = field(default_factory=BatchSettings)
     models: Mapping[str, BatchSettings] = field(default_factory=dict)  # per-model overrides
-    port_file: Path | None = None
-    log_level: str = "INFO"
-    log_json: bool = True
+    port_file: Path | None = setting(None, "write the bound port here once serving", kind=Path)
+    log_level: str = setting("INFO", "DEBUG, INFO, WARNING, ERROR")
+    log_json: bool = setting(True, "log one JSON object a line")
     # -- security (server/security.py) --
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key: TLS
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None  # PEM CA: clients must present a certificate it signed
-    auth_token_file: Path | None = None  # one bearer token a line; reloaded on SIGHUP
+    tls_cert: Path | None = setting(
+        None, "PEM certificate chain: serve TLS (with tls_key)", kind=Path, group="security"
+    )
+    tls_key: Path | None = setting(None, "PEM private key of tls_cert", kind=Path, group="security")
+    tls_client_ca: Path | None = setting(
+        None,
+        "PEM CA: mutual TLS, clients need a certificate it signed",
+        kind=Path,
+        group="security",
+    )
+    auth_token_file: Path | None = setting(
+        None,
+        "bearer tokens, one a line, reloaded on SIGHUP (gRPC and /metrics)",
+        kind=Path,
+        group="security",
+    )
     # -- limits (server/limits.py) --
     # BertService RPCs in flight at once; beyond it RESOURCE_EXHAUSTED before any work is done.
-    max_concurrent_rpcs: int = 1024  # as many as one batcher queues (max_queue_requests)
+    max_concurrent_rpcs: int = setting(1024, "calls served at once", group="limits")
+    # One connection's share, so a single caller cannot take every slot.
+    max_rpcs_per_peer: int | None = setting(
+        None,
+        "calls one connection may have in flight",
+        kind=int,
+        group="limits",
+        shown="max_concurrent_rpcs/4, at least min(max_concurrent_rpcs, 16)",
+    )
+    # Slots streams can never take: unary calls are served while streams hold the rest.
+    unary_reserved_rpcs: int | None = setting(
+        None,
+        "slots of max_concurrent_rpcs kept for unary calls (streams never take them)",
+        kind=int,
+        group="limits",
+        shown="max_concurrent_rpcs/8",
+    )
+    stream_idle_timeout_s: float = setting(
+        60.0,
+        "seconds a stream may go without a request or an answer before it is closed "
+        "(DEADLINE_EXCEEDED; 0: never)",
+        group="limits",
+    )
     # The largest request message; the client sends up to 16 MiB, so the two agree.
-    max_request_bytes: int = 16 * 1024 * 1024
+    max_request_bytes: int = setting(
+        16 * 1024 * 1024, "largest request message", group="limits", shown="16777216 (16 MiB)"
+    )
     # texts or token sequences in one request; above the batcher's max_queue_sequences, so
     # for Embed and Classify the queue's own bound (and message) comes first
-    max_request_sequences: int = 65536
+    max_request_sequences: int = setting(
+        65536, "texts or token sequences per request (Tokenize too)", group="limits"
+    )
     # One EmbedStream answer (all its chunks); bigger ones are refused before computing.
-    max_answer_bytes: int = 16 * 1024 * 1024
+    max_answer_bytes: int = setting(
+        16 * 1024 * 1024,
+        "largest answer; bigger ones are refused before computing",
+        group="limits",
+        shown="16777216 (16 MiB)",
+    )
     # Computed-but-unsent answer bytes one EmbedStream may hold: a caller that stops reading
     # costs at most this much memory, and its stream stops computing until it reads again.
-    stream_buffer_bytes: int = 32 * 1024 * 1024
+    stream_buffer_bytes: int = setting(
+        32 * 1024 * 1024,
+        "computed-but-unsent answer bytes one stream may hold",
+        group="limits",
+        shown="33554432 (32 MiB)",
+    )
     # -- connections --
     # The client pings every 30 s: accept pings up to every 10 s, on idle streams too.
-    keepalive_min_ping_interval_s: float = 10.0
+    keepalive_min_ping_interval_s: float = setting(
+        10.0, "seconds: accept client pings this often", group="connections"
+    )
     # The server pings idle connections to find callers that vanished without closing.
-    keepalive_time_s: float = 60.0
-    keepalive_timeout_s: float = 20.0
+    keepalive_time_s: float = setting(
+        60.0, "seconds between the server's pings on idle connections", group="connections"
+    )
+    keepalive_timeout_s: float = setting(
+        20.0, "seconds to wait for a ping's answer before closing", group="connections"
+    )
     # After this age a connection is asked to go away (GOAWAY) so clients rebalance onto new
     # replicas; calls still running get the grace period to finish. 0: no maximum.
-    max_connection_age_s: float = 300.0
-    max_connection_age_grace_s: float = 60.0
+    max_connection_age_s: float = setting(
+        300.0,
+        "seconds before a connection is asked to go away, to rebalance (0: never)",
+        group="connections",
+    )
+    max_connection_age_grace_s: float = setting(
+        60.0, "seconds calls get to finish after that", group="connections"
+    )
     # -- variants --
-    allowed_variants: tuple[str, ...] = ()  # variants callers may ask for; empty: every one
-    max_loaded_variants: int = 4  # on-demand loads stop here (defaults always load)
-    verify_checksums: bool = True  # check manifest sha256s before loading a package
+    allowed_variants: tuple[str, ...] = setting(
+        (), "variants callers may ask for, comma-separated", convert=comma_names, shown="every one"
+    )
+    max_loaded_variants: int = setting(
+        4, "variants loaded at once; on-demand loads stop there (defaults always load)"
+    )
+    verify_checksums: bool = setting(True, "check manifest sha256s before loading a package")
 
     def batch_settings(self, model: str) -> BatchSettings:
         return self.models.get(model, self.batch)
+
+    @property
+    def peer_limit(self) -> int:
+        """Calls one connection may have in flight."""
+        if self.max_rpcs_per_peer is not None:
+            return self.max_rpcs_per_peer
+        total = self.max_concurrent_rpcs
+        return max(total // 4, min(total, 16))
+
+    @property
+    def stream_limit(self) -> int:
+        """Streams in flight at once: every slot but the unary reserve."""
+        reserved = self.unary_reserved_rpcs
+        return self.max_concurrent_rpcs - (
+            self.max_concurrent_rpcs // 8 if reserved is None else reserved
+        )
 
     def validate(self) -> ServerConfig:
         """Raise ValueError naming the first bad setting; returns self."""
@@ -133,6 +271,15 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
+        if self.max_rpcs_per_peer is not None and self.max_rpcs_per_peer < 1:
+            raise ValueError(f"max_rpcs_per_peer={self.max_rpcs_per_peer!r}: must be at least 1")
+        if self.unary_reserved_rpcs is not None and not (
+            0 <= self.unary_reserved_rpcs < self.max_concurrent_rpcs
+        ):
+            raise ValueError(
+                f"unary_reserved_rpcs={self.unary_reserved_rpcs!r}: allowed 0.."
+                f"{self.max_concurrent_rpcs - 1} (under max_concurrent_rpcs: streams keep a slot)"
+            )
         if self.max_answer_bytes > self.stream_buffer_bytes:
             raise ValueError(
                 f"max_answer_bytes={self.max_answer_bytes}: over stream_buffer_bytes="
@@ -144,6 +291,7 @@ class ServerConfig:
             "keepalive_timeout_s",
             "max_connection_age_s",
             "max_connection_age_grace_s",
+            "stream_idle_timeout_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 0")
@@ -161,65 +309,30 @@ class ServerConfig:
         return self
 
 
-def _batch_from(data: Mapping[str, Any], base: BatchSettings, where: str) -> BatchSettings:
-    known = {f.name for f in dataclasses.fields(BatchSettings)}
-    unknown = set(data) - known
+def settings() -> Iterator[dataclasses.Field]:
+    """Every setting field: ServerConfig's, then BatchSettings' (YAML ``batch.<name>``)."""
+    for cls in (ServerConfig, BatchSettings):
+        yield from (f for f in dataclasses.fields(cls) if "setting" in f.metadata)
+
+
+_BATCH = {f.name for f in dataclasses.fields(BatchSettings)}
+
+
+def _convert(field_: dataclasses.Field, value: Any, where: str) -> Any:
+    try:
+        return field_.metadata["setting"].convert(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}={value!r}: not a valid {field_.name} ({error})") from None
+
+
+def _from_yaml(data: Mapping[str, Any], allowed: dict[str, dataclasses.Field], where: str) -> dict:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping of settings, got {data!r}")
+    unknown = set(data) - set(allowed)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(known)}")
-    return dataclasses.replace(base, **data)
-
-
-def _names(raw: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in raw.split(",") if name.strip())
-
-
-def parse_variants(pairs: list[str]) -> dict[str, str]:
-    """``["minilm=int8", ...]`` -> ``{"minilm": "int8"}``; ValueError naming a bad pair."""
-    variants = {}
-    for pair in ",".join(pairs).split(","):
-        model, _, variant = pair.strip().partition("=")
-        if not model or not variant:
-            raise ValueError(f"--variant {pair!r}: expected MODEL=VARIANT, e.g. minilm=int8")
-        variants[model] = variant
-    return variants
-
-
-def _env(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    converters = {
-        "REPO": ("repo", Path),
-        "HOST": ("host", str),
-        "PORT": ("port", int),
-        "METRICS_PORT": ("metrics_port", int),
-        "DEVICE": ("device", str),
-        "DEFAULT_MODEL": ("default_model", str),
-        "INTRA_OP_THREADS": ("intra_op_threads", int),
-        "INSTANCES": ("instances", int),
-        "GRACE_PERIOD": ("grace_period_s", float),
-        "LOG_LEVEL": ("log_level", str),
-        "TLS_CERT": ("tls_cert", Path),
-        "TLS_KEY": ("tls_key", Path),
-        "TLS_CLIENT_CA": ("tls_client_ca", Path),
-        "AUTH_TOKEN_FILE": ("auth_token_file", Path),
-        "MAX_CONCURRENT_RPCS": ("max_concurrent_rpcs", int),
-        "MAX_REQUEST_BYTES": ("max_request_bytes", int),
-        "MAX_ANSWER_BYTES": ("max_answer_bytes", int),
-        "STREAM_BUFFER_BYTES": ("stream_buffer_bytes", int),
-        "MAX_CONNECTION_AGE": ("max_connection_age_s", float),
-        "ALLOWED_VARIANTS": ("allowed_variants", _names),
-        "MAX_LOADED_VARIANTS": ("max_loaded_variants", int),
-    }
-    raw = environ.get("BERTSERVE_VARIANTS")
-    if raw:
-        values["variants"] = parse_variants([raw])
-    for suffix, (name, convert) in converters.items():
-        raw = environ.get(f"BERTSERVE_{suffix}")
-        if raw:
-            try:
-                values[name] = convert(raw)
-            except ValueError:
-                raise ValueError(f"BERTSERVE_{suffix}={raw!r}: not a valid {name}") from None
-    return values
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+    prefix = f"{where}." if where != "top level" else ""
+    return {k: _convert(allowed[k], v, f"{prefix}{k}") for k, v in data.items()}
 
 
 def load_config(
@@ -229,42 +342,83 @@ def load_config(
 ) -> ServerConfig:
     """Merge defaults < YAML file < ``BERTSERVE_*`` environment < flags (None: not given).
 
-    The YAML file holds ServerConfig's fields; ``batch`` and ``models.<name>`` hold
-    BatchSettings fields.
+    ``flags`` is keyed by setting name (ServerConfig's and BatchSettings'). The YAML file holds
+    ServerConfig's settings; ``batch`` and ``models.<name>`` hold BatchSettings'. Flags and
+    environment set the global ``batch`` only: a model's own ``models:`` keys stay its own,
+    and its other keys follow the global ones.
     """
+    server_fields = {f.name: f for f in settings() if f.name not in _BATCH}
+    batch_fields = {f.name: f for f in settings() if f.name in _BATCH}
+    every = {**server_fields, **batch_fields}
     values: dict[str, Any] = {}
-    batch = BatchSettings()
-    models: dict[str, BatchSettings] = {}
+    batch: dict[str, Any] = {}
+    model_keys: dict[str, dict[str, Any]] = {}
     if config_file:
         import yaml
 
         data = yaml.safe_load(Path(config_file).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{config_file}: expected a mapping at the top level")
-        batch = _batch_from(data.pop("batch", None) or {}, batch, "batch")
-        for name, settings in (data.pop("models", None) or {}).items():
-            models[name] = _batch_from(settings or {}, batch, f"models.{name}")
-        known = {f.name for f in dataclasses.fields(ServerConfig)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(
-                f"{config_file}: unknown keys {sorted(unknown)}; allowed {sorted(known)}"
-            )
-        values.update(data)
-    values.update(_env(os.environ if environ is None else environ))
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    if isinstance(values.get("variants"), list):  # --variant MODEL=VARIANT, repeated
-        values["variants"] = parse_variants(values["variants"])
-    if "repo" not in values:
+        batch.update(_from_yaml(data.pop("batch", None) or {}, batch_fields, "batch"))
+        models = data.pop("models", None) or {}
+        if not isinstance(models, Mapping):
+            raise ValueError(f"{config_file}: models: expected a mapping of model names")
+        for name, keys in models.items():
+            model_keys[str(name)] = _from_yaml(keys or {}, batch_fields, f"models.{name}")
+        try:
+            values.update(_from_yaml(data, server_fields, "top level"))
+        except ValueError as error:
+            known = sorted(server_fields) + ["batch", "models"]
+            if "unknown keys" in str(error):
+                unknown = sorted(set(data) - set(server_fields))
+                raise ValueError(
+                    f"{config_file}: unknown keys {unknown}; allowed {sorted(known)}"
+                ) from None
+            raise
+    environ = os.environ if environ is None else environ
+    for name, field_ in every.items():
+        variable = env_name(field_)
+        raw = environ.get(variable) if variable else None
+        if raw:
+            (batch if name in _BATCH else values)[name] = _convert(field_, raw, variable)
+    for name, value in (flags or {}).items():
+        if name not in every:
+            raise ValueError(f"unknown setting {name!r}; allowed {sorted(every)}")
+        if value is not None:
+            where = flag_name(every[name]) or name
+            (batch if name in _BATCH else values)[name] = _convert(every[name], value, where)
+    if values.get("repo") is None:
         raise ValueError("no model repository: pass --repo DIR or set BERTSERVE_REPO")
-    values["repo"] = Path(values["repo"])
-    for name in ("port_file", "tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
-    if isinstance(values.get("allowed_variants"), str):
-        values["allowed_variants"] = _names(values["allowed_variants"])
-    if values.get("allowed_variants") is not None:
-        values["allowed_variants"] = tuple(values["allowed_variants"])
-    if values.get("metrics_port", 0) is not None and values.get("metrics_port", 0) < 0:
-        values["metrics_port"] = None  # -1: no metrics endpoint
-    return ServerConfig(batch=batch, models=models, **values).validate()
+    base = BatchSettings(**batch)
+    models = {name: dataclasses.replace(base, **keys) for name, keys in model_keys.items()}
+    return ServerConfig(batch=base, models=models, **values).validate()
+
+
+def markdown_table() -> str:
+    """The README's table of settings: YAML key, flag, environment variable, default, meaning."""
+    lines = [
+        "| YAML key | `serve` flag | environment | default | what it sets |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for field_ in settings():
+        meta: Setting = field_.metadata["setting"]
+        key = f"batch.{field_.name}" if field_.name in _BATCH else field_.name
+        flag = flag_name(field_)
+        if flag and isinstance(field_.default, bool):
+            flag = f"--[no-]{flag[2:]}"
+        variable = env_name(field_)
+        lines.append(
+            f"| `{key}` | {f'`{flag}`' if flag else '—'} | {f'`{variable}`' if variable else '—'} "
+            f"| {shown_default(field_)} | {meta.help} |"
+        )
+    lines.append(
+        "| `models.<name>.<batch key>` | — | — | the `batch` value | one model's own batcher "
+        "settings; global flags and variables never override them |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m bertserve.server.config --markdown")
+    sys.stdout.write(markdown_table())

@@ -7,6 +7,11 @@
   ModelStreamInfer) run at once; beyond, RESOURCE_EXHAUSTED before anything is tokenized. Health,
   reflection and the v2 health and metadata calls are not counted, so probes still answer under
   overload.
+- The slots are shared: one connection holds at most ``max_rpcs_per_peer`` of them, and streams
+  never take the last ``unary_reserved_rpcs``, so idle or slow streams cannot lock out unary
+  calls.
+- A counted stream that neither sends a request nor gets an answer for ``stream_idle_timeout_s``
+  is closed with DEADLINE_EXCEEDED, freeing its slot.
 - A gauge counts the calls in flight.
 """
 
@@ -114,12 +119,110 @@ def refusal(
     return _method_handler(handler, refuse)
 
 
-class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Bad bytes → INVALID_ARGUMENT; the concurrency cap; the in-flight gauge."""
+class Slots:
+    """Who holds the concurrency slots: every counted call, the streams, each connection.
 
-    def __init__(self, max_concurrent_rpcs: int) -> None:
-        self.max_concurrent_rpcs = max_concurrent_rpcs
+    ``refusal`` says why a new call cannot have a slot (None: it can); ``take`` and ``give``
+    hold and free one. Everything runs on the event loop, so no lock is needed.
+    """
+
+    def __init__(self, total: int, per_peer: int | None = None, streams: int | None = None) -> None:
+        self.total = total
+        self.per_peer = total if per_peer is None else per_peer
+        self.streams_limit = total if streams is None else streams
         self.in_flight = 0
+        self.streams = 0
+        self.by_peer: dict[str, int] = {}
+
+    def refusal(self, peer: str, streaming: bool) -> str | None:
+        if self.in_flight >= self.total:
+            return (
+                f"server busy: {self.in_flight} calls in flight, the limit "
+                f"(max_concurrent_rpcs) is {self.total}; retry with backoff or on another replica"
+            )
+        if streaming and self.streams >= self.streams_limit:
+            return (
+                f"server busy: {self.streams} streams open, the most streams may hold "
+                f"(max_concurrent_rpcs={self.total} less unary_reserved_rpcs="
+                f"{self.total - self.streams_limit}); unary calls are still served; retry the "
+                "stream with backoff or on another replica"
+            )
+        held = self.by_peer.get(peer, 0)
+        if held >= self.per_peer:
+            return (
+                f"this connection has {held} calls in flight, its share of the server "
+                f"(max_rpcs_per_peer) is {self.per_peer} of max_concurrent_rpcs={self.total}; "
+                "wait for some to finish, or spread the calls over more connections or replicas"
+            )
+        return None
+
+    def take(self, peer: str, streaming: bool) -> None:
+        self.in_flight += 1
+        self.streams += streaming
+        self.by_peer[peer] = self.by_peer.get(peer, 0) + 1
+
+    def give(self, peer: str, streaming: bool) -> None:
+        self.in_flight -= 1
+        self.streams -= streaming
+        left = self.by_peer[peer] - 1
+        if left:
+            self.by_peer[peer] = left
+        else:
+            del self.by_peer[peer]
+
+
+class IdleWatch:
+    """Cancels ``task`` once nothing has been ``touch``ed for ``timeout`` seconds (one timer a
+    stream, re-armed only when it fires: a touch is one clock read)."""
+
+    def __init__(self, timeout: float, task: asyncio.Task) -> None:
+        self.timeout = timeout
+        self.task = task
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.fired = False
+        self.handle = self.loop.call_later(timeout, self._check)
+
+    def touch(self) -> None:
+        self.last = self.loop.time()
+
+    def _check(self) -> None:
+        idle = self.loop.time() - self.last
+        if idle >= self.timeout:
+            self.fired = True
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_later(self.timeout - idle, self._check)
+
+    def stop(self) -> None:
+        self.handle.cancel()
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Bad bytes → INVALID_ARGUMENT; the shared concurrency slots; idle streams closed; the
+    in-flight gauge."""
+
+    def __init__(
+        self,
+        max_concurrent_rpcs: int,
+        max_rpcs_per_peer: int | None = None,
+        stream_limit: int | None = None,
+        stream_idle_timeout_s: float = 0.0,
+    ) -> None:
+        self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.slots = Slots(max_concurrent_rpcs, max_rpcs_per_peer, stream_limit)
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+
+    @property
+    def in_flight(self) -> int:
+        return self.slots.in_flight
+
+    def idle_message(self) -> str:
+        return (
+            f"this stream sent no request and got no answer for {self.stream_idle_timeout_s:g} s, "
+            "this server's limit (stream_idle_timeout_s): closed to free its slot for other "
+            "callers; open a stream when there is work to send, and close it when done"
+        )
 
     async def intercept_service(
         self,
@@ -130,38 +233,48 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        short = method.rsplit("/", 1)[-1]
         counted = method.startswith(COUNTED)
+        streaming = bool(handler.request_streaming)
         inner = _inner(handler)
         deserializer = _tolerant(method, handler.request_deserializer)
+        slots = self.slots
 
-        async def admit(context: grpc.aio.ServicerContext) -> None:
-            if counted and self.in_flight >= self.max_concurrent_rpcs:
-                metrics.REQUESTS.labels(method.rsplit("/", 1)[-1], "RESOURCE_EXHAUSTED").inc()
+        async def admit(context: grpc.aio.ServicerContext) -> str:
+            """Take a slot for this call (or abort); returns the peer that holds it."""
+            if not counted:
+                return ""
+            peer = context.peer() or ""
+            why = slots.refusal(peer, streaming)
+            if why is not None:
+                metrics.REQUESTS.labels(short, "RESOURCE_EXHAUSTED").inc()
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"server busy: {self.in_flight} calls in flight, the limit "
-                    f"(max_concurrent_rpcs) is {self.max_concurrent_rpcs}; retry with backoff "
-                    "or on another replica",
+                    why,
                     trailing_metadata=((REASON_KEY, "OVERLOADED"),),
                 )
-            if counted:
-                self.in_flight += 1
-                metrics.IN_FLIGHT.inc()
+            slots.take(peer, streaming)
+            metrics.IN_FLIGHT.inc()
+            return peer
 
-        def leave() -> None:
+        def leave(peer: str) -> None:
             if counted:
-                self.in_flight -= 1
+                slots.give(peer, streaming)
                 metrics.IN_FLIGHT.dec()
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, MalformedRequest):
-                metrics.REQUESTS.labels(method.rsplit("/", 1)[-1], "INVALID_ARGUMENT").inc()
+                metrics.REQUESTS.labels(short, "INVALID_ARGUMENT").inc()
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             return request
 
-        async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async def checked_stream(
+            requests: AsyncIterator[Any], watch: IdleWatch | None
+        ) -> AsyncIterator[Any]:
             index = 0
             async for request in requests:
+                if watch is not None:
+                    watch.touch()
                 if isinstance(request, MalformedRequest):
                     # raised, not aborted here: this runs in the servicer's reading task, and
                     # sending a status while the handler sends a message fails in gRPC's core
@@ -174,11 +287,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 request = await checked(request, context)
-                await admit(context)
+                peer = await admit(context)
                 try:
                     return await inner(request, context)
                 finally:
-                    leave()
+                    leave(peer)
 
             return _method_handler(handler, unary, deserializer)
 
@@ -186,32 +299,53 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 request = await checked(request, context)
-                await admit(context)
+                peer = await admit(context)
                 try:
                     async for response in _responses(inner(request, context)):
                         yield response
                 finally:
-                    leave()
+                    leave(peer)
 
             return _method_handler(handler, unary_stream, deserializer)
 
-        async def streaming(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-            await admit(context)
+        async def streaming_handler(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> Any:
+            peer = await admit(context)
+            watch = None
+            if counted and self.stream_idle_timeout_s > 0:
+                task = asyncio.current_task()
+                assert task is not None
+                watch = IdleWatch(self.stream_idle_timeout_s, task)
             try:
                 if handler.response_streaming:
-                    responses = inner(checked_stream(requests), context)
+                    responses = inner(checked_stream(requests, watch), context)
                     async for response in _responses(responses):
+                        if watch is not None:
+                            watch.touch()
                         yield response
                 else:  # no such method today; kept for completeness of the handler kinds
-                    yield await inner(checked_stream(requests), context)
+                    yield await inner(checked_stream(requests, watch), context)
             except BertServeError as error:  # a bad message ends the stream with its status
                 code, message = status_of(error)
-                metrics.REQUESTS.labels(method.rsplit("/", 1)[-1], code.name).inc()
+                metrics.REQUESTS.labels(short, code.name).inc()
                 await context.abort(code, message)
+            except asyncio.CancelledError:
+                if watch is None or not watch.fired:
+                    raise  # the caller cancelled, or the server is stopping
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                metrics.REQUESTS.labels(short, "DEADLINE_EXCEEDED").inc()
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    self.idle_message(),
+                    trailing_metadata=((REASON_KEY, "IDLE"),),
+                )
             finally:
-                leave()
+                if watch is not None:
+                    watch.stop()
+                leave(peer)
 
-        return _method_handler(handler, streaming, deserializer)
+        return _method_handler(handler, streaming_handler, deserializer)
 
 
 def check_sequence_count(count: int, limit: int) -> None:

@@ -1,8 +1,21 @@
-"""Prometheus metrics of the server (prometheus-client's default registry)."""
+"""Prometheus metrics of the server (prometheus-client's default registry) and the /metrics
+endpoint: loopback unless told otherwise, TLS when gRPC has TLS, the bearer token when gRPC
+needs one."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
     "bertserve_requests_total", "RPCs answered, by method and status code", ["method", "code"]
@@ -96,3 +109,90 @@ def watch_event_loop(loop: object) -> None:
     import asyncio
 
     LOOP_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))  # type: ignore[arg-type]
+
+
+# -- the /metrics endpoint --------------------------------------------------------------------
+
+UNAUTHORIZED = (
+    b"send 'authorization: Bearer <token>' with a token this server accepts "
+    b"(the same tokens as its gRPC calls)\n"
+)
+
+
+def require_token(app: Callable, allows: Callable[[bytes], bool]) -> Callable:
+    """A WSGI app that answers 401 unless ``authorization: Bearer <token>`` is one ``allows``
+    accepts (a constant-time comparison, the gRPC interceptor's own)."""
+
+    def guarded(environ: dict, start_response: Callable) -> list[bytes]:
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or not allows(token.strip().encode()):
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("WWW-Authenticate", 'Bearer realm="bertserve metrics"'),
+                ],
+            )
+            return [UNAUTHORIZED]
+        return app(environ, start_response)
+
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = 10  # a connection that stalls (no request, no handshake) holds one thread 10 s
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """No access log."""
+
+
+class MetricsServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-request WSGI server; with an SSL context, the TLS
+    handshake runs in each connection's own thread (not in the accepting one, which a client
+    that never finishes its handshake would otherwise stall)."""
+
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            request.settimeout(_QuietHandler.timeout)
+            request = self.ssl_context.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # plain HTTP on a TLS port, failed handshakes, resets: the caller's problem, not ours
+        log.debug("metrics connection from %s failed", client_address, exc_info=True)
+
+
+def serve_metrics(
+    host: str,
+    port: int,
+    *,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_client_ca: Path | None = None,
+    allows: Callable[[bytes], bool] | None = None,
+) -> MetricsServer:
+    """Serve /metrics on ``host:port`` in a daemon thread: HTTPS with the gRPC certificate
+    when given (and client certificates when gRPC asks for them), a bearer token when
+    ``allows`` is given. Returns the server (``server_port``, ``shutdown()``)."""
+    import socket
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+
+    class Server(MetricsServer):
+        address_family = family
+
+    app = make_wsgi_app()
+    if allows is not None:
+        app = require_token(app, allows)
+    httpd = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    if tls_cert is not None and tls_key is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certfile=str(tls_cert), keyfile=str(tls_key))
+        if tls_client_ca is not None:
+            context.load_verify_locations(cafile=str(tls_client_ca))
+            context.verify_mode = ssl.CERT_REQUIRED
+        httpd.ssl_context = context
+    threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True).start()
+    return httpd

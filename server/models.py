@@ -17,7 +17,9 @@ from bertserve.server.metrics import ModelMetrics
 from bertserve.server.repository import (
     ModelPackage,
     VariantPackage,
+    check_boundary,
     scan_repository,
+    scrub,
     verify_package,
 )
 from bertserve.server.runtime import ModelRuntime, cpu_features
@@ -73,7 +75,7 @@ class LoadedVariant:
             if name not in self.runtime.output_names
         ]
         if missing:
-            raise ValueError(f"{package.path}/model.onnx lacks the outputs {missing}")
+            raise ValueError(f"model.onnx lacks the outputs {missing}")
         self.label = f"{model.name}/{package.name}"
         self.cost_samples: list[tuple[int, int, float]] = []
         self.batcher = Batcher(
@@ -253,12 +255,16 @@ class ModelRegistry:
             )
         self.loaded: dict[tuple[str, str], LoadedVariant] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # variants being loaded on demand: counted against max_loaded_variants with the loaded
+        self._loading: set[tuple[str, str]] = set()
 
     def _load(self, name: str, variant: str) -> LoadedVariant:
         started = time.monotonic()
         package = self.models[name].variants[variant]
         if self.config.verify_checksums:
-            verify_package(package)
+            verify_package(package)  # the boundary too
+        else:
+            check_boundary(package)
         loaded = LoadedVariant(self.models[name], package, self.config)
         if self.config.warmup:
             loaded.warm_up()
@@ -276,7 +282,9 @@ class ModelRegistry:
         return loaded
 
     def _refuse(self, name: str, variant: str, error: Exception) -> str:
-        reason = f"variant {variant!r} of model {name!r} was refused at load: {error}"
+        reason = scrub(
+            f"variant {variant!r} of model {name!r} was refused at load: {error}", self.config.repo
+        )
         self.failed[(name, variant)] = reason
         log.error("model refused", extra={"model": name, "variant": variant, "reason": reason})
         return reason
@@ -371,18 +379,27 @@ class ModelRegistry:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self.loaded:
-                if len(self.loaded) >= self.config.max_loaded_variants:
+                # checked and reserved with no await between: concurrent first requests for
+                # different variants see each other's reservation, so the bound holds
+                holders = self.loaded.keys() | self._loading
+                held = len(holders)
+                if held >= self.config.max_loaded_variants:
+                    names = sorted("/".join(k) for k in holders)
                     raise FailedPrecondition(
                         f"variant {variant_name!r} of model {model.name!r} is not loaded and "
-                        f"{len(self.loaded)} variants already are, this server's limit "
-                        f"(max_loaded_variants); loaded: {sorted('/'.join(k) for k in self.loaded)}"
+                        f"{held} variants already are (or are loading), this server's limit "
+                        f"(max_loaded_variants); loaded: {names}"
                     )
+                self._loading.add(key)
                 try:
                     await asyncio.to_thread(self._load, model.name, variant_name)
                 except Exception as error:
-                    raise FailedPrecondition(
+                    reason = (
                         f"variant {variant_name!r} of model {model.name!r} failed to load: {error}"
-                    ) from error
+                    )
+                    raise FailedPrecondition(scrub(reason, self.config.repo)) from error
+                finally:
+                    self._loading.discard(key)
         return self.loaded[key]
 
     def servable_variants(self, model: ModelPackage) -> list[str]:

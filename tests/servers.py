@@ -151,3 +151,22 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def link_package(source: Path, target: Path) -> Path:
+    """A copy of the package folder ``source`` at ``target``: model weights hard-linked where
+    the file system allows (no copy of the weights; never written to by tests), every other
+    file copied (tests edit those). Not symlinks: the server refuses links that lead out of
+    a package."""
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for item in Path(source).iterdir():
+        if item.name.startswith("model.onnx"):
+            try:
+                os.link(item, target / item.name)
+                continue
+            except OSError:
+                pass
+        shutil.copy2(item, target / item.name)
+    return target

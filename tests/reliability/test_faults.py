@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import queue
 import shutil
 import signal
@@ -27,7 +26,7 @@ from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from scenarios import baseline, gauges, settled, text
-from servers import rss_bytes, scrape, start_server, total
+from servers import link_package, rss_bytes, scrape, start_server, total
 
 
 def stub_for(target: str, **options) -> tuple[grpc.Channel, bertserve_pb2_grpc.BertServiceStub]:
@@ -283,10 +282,7 @@ def test_damaged_packages_are_refused_while_the_others_serve(model_repo, tmp_pat
     source = model_repo / "minilm" / "fp32"
     repo = tmp_path / "repo"
     for name in ("altered", "good", "half", "truncated"):
-        target = repo / name / "fp32"
-        target.mkdir(parents=True)
-        for item in source.iterdir():
-            os.symlink(item, target / item.name)  # links: no copy of the weights
+        link_package(source, repo / name / "fp32")
     onnx = source / "model.onnx"
     (repo / "truncated/fp32/model.onnx").unlink()
     (repo / "truncated/fp32/model.onnx").write_bytes(onnx.read_bytes()[: onnx.stat().st_size // 2])

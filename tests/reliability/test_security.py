@@ -8,6 +8,7 @@ import datetime
 import logging
 import signal
 import time
+import urllib.error
 import urllib.request
 
 import grpc
@@ -194,7 +195,7 @@ def test_bearer_tokens_health_open_reload_on_sighup_and_never_in_metrics(model_r
                 client.embed("I love Paris")
         assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
 
-        metrics = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+        metrics = scrape_text(server.metrics_url, token="third-secret-token")
         assert 'code="UNAUTHENTICATED"' in metrics
         log = server.output()
         for secret in ("first-secret", "second-secret", "third-secret", "wrong-token"):
@@ -248,3 +249,75 @@ def test_tls_settings_come_from_the_environment(tmp_path, pki):
     yaml_file = tmp_path / "server.yaml"
     yaml_file.write_text(f"tls_cert: {pki['server.pem']}\ntls_key: {pki['server.key']}\n")
     assert load_config({"repo": tmp_path}, yaml_file, {}).tls_key == pki["server.key"]
+
+
+def scrape_text(url: str, token: str | None = None, context=None) -> str:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    return urllib.request.urlopen(request, timeout=10, context=context).read().decode()
+
+
+def http_status(url: str, token: str | None = None, context=None) -> int:
+    try:
+        scrape_text(url, token, context)
+    except urllib.error.HTTPError as error:
+        return error.code
+    return 200
+
+
+def test_the_metrics_port_needs_the_token_reloaded_on_sighup(model_repo, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("metrics-secret-one\n")
+    server = start_server(model_repo, "--auth-token-file", str(tokens), wait=False)
+    try:
+        url = server.metrics_url
+        assert http_status(url) == 401
+        assert http_status(url, token="wrong") == 401
+        assert http_status(url, token="metrics-secret-one-x") == 401
+        assert "bertserve_requests_total" in scrape_text(url, token="metrics-secret-one")
+        basic = urllib.request.Request(url, headers={"authorization": "Basic metrics-secret-one"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(basic, timeout=10)
+        assert refused.value.code == 401 and b"Bearer <token>" in refused.value.read()
+        tokens.write_text("metrics-secret-two\n")
+        server.process.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 30
+        while http_status(url, token="metrics-secret-two") != 200:  # until the reload lands
+            assert time.monotonic() < end, "SIGHUP did not reload the metrics tokens"
+            time.sleep(0.1)
+        assert http_status(url, token="metrics-secret-one") == 401
+        assert "metrics-secret" not in server.output()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("mutual", [False, True], ids=["tls", "mutual-tls"])
+def test_the_metrics_port_speaks_tls_when_grpc_does_and_binds_loopback(model_repo, pki, mutual):
+    import http.client
+    import ssl
+
+    args = ["--tls-cert", str(pki["server.pem"]), "--tls-key", str(pki["server.key"])]
+    if mutual:
+        args += ["--tls-client-ca", str(pki["ca.pem"])]
+    server = start_server(model_repo, *args, wait=False)
+    try:
+        https = server.metrics_url.replace("http://", "https://")
+        trusting = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+        if mutual:  # as gRPC does, the metrics port asks for a client certificate from the CA
+            with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+                scrape_text(https, context=trusting)
+            trusting.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+        assert "bertserve_requests_total" in scrape_text(https, context=trusting)
+        # plain HTTP gets no metrics: the TLS port drops it
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            scrape_text(server.metrics_url)
+        # a client that does not trust the CA is refused at the handshake
+        untrusting = ssl.create_default_context(cafile=str(pki["other-ca.pem"]))
+        with pytest.raises(urllib.error.URLError) as refused:
+            scrape_text(https, context=untrusting)
+        assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+        # loopback unless told otherwise
+        serving = next(line for line in server.output().splitlines() if '"serving"' in line)
+        assert f'"metrics": "127.0.0.1:{server.metrics_port}"' in serving
+    finally:
+        server.stop()

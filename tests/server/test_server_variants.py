@@ -4,11 +4,11 @@ faster at load on this CPU, and ModelInfo says why."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from bertserve.v1 import bertserve_pb2 as pb
 from server_helpers import start_in_process
+from servers import link_package
 
 
 async def model_info(running) -> pb.ModelInfo:
@@ -48,13 +48,7 @@ async def test_int8_is_the_default_only_where_it_measured_faster_at_load(model_r
 def repo_with_flagged_int8(model_repo, tmp_path):
     """The test repository with int8's validation marked as failed (model files linked)."""
     for variant in ("fp32-opt", "int8"):
-        source, target = model_repo / "minilm" / variant, tmp_path / "minilm" / variant
-        target.mkdir(parents=True)
-        for item in source.iterdir():
-            if item.name == "model.onnx":
-                (target / item.name).symlink_to(item)
-            else:
-                shutil.copy(item, target / item.name)
+        link_package(model_repo / "minilm" / variant, tmp_path / "minilm" / variant)
     manifest = tmp_path / "minilm" / "int8" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["validation"]["cosine"]["mean"] = 0.95
