@@ -83,6 +83,12 @@ class EmbedResult:
         return len(self.lengths)
 
     @classmethod
+    def from_pb(cls, response: pb.EmbedResponse, num_layers: int | None = None) -> EmbedResult:
+        """From a whole answer (a unary Embed's; ``num_layers`` as for ``from_outputs``)."""
+        outputs = {piece.name: tensor_to_numpy(piece.tensor) for piece in response.outputs}
+        return cls.from_outputs(response, outputs, num_layers)
+
+    @classmethod
     def from_outputs(
         cls, first: pb.EmbedResponse, outputs: dict[str, np.ndarray], num_layers: int | None = None
     ) -> EmbedResult:

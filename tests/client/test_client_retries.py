@@ -13,7 +13,6 @@ import grpc
 import numpy as np
 import pytest
 from bertserve.client import BertserveError, Client
-from bertserve.client.tensors import numpy_to_tensor
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc as pb_grpc
 
@@ -24,7 +23,11 @@ def answer(request: pb.EmbedRequest) -> pb.EmbedResponse:
         id=request.id,
         lengths=[3] * len(request.texts),
         outputs=[
-            pb.TensorPiece(name="sentence_embedding", total_rows=1, tensor=numpy_to_tensor(vectors))
+            pb.TensorPiece(
+                name="sentence_embedding",
+                total_rows=1,
+                tensor=pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[1, 2], data=vectors.tobytes()),
+            )
         ],
         last=True,
     )
