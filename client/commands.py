@@ -56,6 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--input", type=Path, help="bulk: a .txt (one text a line) or .jsonl file")
     embed.add_argument("--field", default="text", help="bulk: the text field of .jsonl objects")
     embed.add_argument(
+        "--errors",
+        choices=("fail", "skip"),
+        default="fail",
+        help="bulk: a line that is not UTF-8 stops the run (fail, the default; the error names "
+        "the line and byte) or gets a row of NaN (skip; the count is reported)",
+    )
+    embed.add_argument(
         "--tokenizer",
         type=Path,
         help="bulk: a model variant folder (or tokenizer.json) to sort texts by token count "
@@ -205,11 +212,12 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return _fail("bulk embedding writes sentence vectors: drop --tokens/--layers")
     with make_client(args) as client:
         try:
-            rows = embed_file(
+            done = embed_file(
                 client,
                 args.input,
                 args.output,
                 field=args.field,
+                errors=args.errors,
                 batch_size=args.batch_size,
                 window=args.window,
                 read_ahead=args.read_ahead,
@@ -220,7 +228,8 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: run the same command again to continue", file=sys.stderr)
             return 130
-    print(f"wrote {rows} vectors to {args.output}", file=sys.stderr)
+    skipped = f" ({done.skipped} lines not UTF-8: rows of NaN)" if done.skipped else ""
+    print(f"wrote {done.rows} vectors to {args.output}{skipped}", file=sys.stderr)
     return 0
 
 
