@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bertserve.variants import VARIANTS
 
 FORMATS = ("json", "npy", "npz")
 
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # So that `--layers -1,-2` reads as a value, not as an unknown option.
     embed._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$")
     _connection(embed)
-    embed.add_argument("--variant", default=None, help="fp32, fp32-opt, int8, fp16")
+    embed.add_argument("--variant", default=None, help=", ".join(VARIANTS))
     embed.add_argument("--pooling", choices=("cls", "pooler", "mean", "max", "none"))
     embed.add_argument("--layers", default=None, help="hidden states: all, or indices like -1,-2")
     embed.add_argument("--tokens", action="store_true", help="also return token embeddings")
@@ -88,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     classify.add_argument("texts", nargs="+", help="texts to classify")
     _connection(classify)
-    classify.add_argument("--variant", default=None, help="fp32, fp32-opt, int8, fp16")
+    classify.add_argument("--variant", default=None, help=", ".join(VARIANTS))
     classify.add_argument("--pair", action="append", help="second segment (one per text)")
     classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
     classify.add_argument("--truncate", action="store_true", help="cut texts over the limit")
