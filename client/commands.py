@@ -16,7 +16,7 @@ from bertserve.variants import VARIANTS
 FORMATS = ("json", "npy", "npz")
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
+def _connection(parser: argparse.ArgumentParser, *, variant: bool = False) -> None:
     parser.add_argument(
         "--target",
         default=None,
@@ -24,6 +24,8 @@ def _connection(parser: argparse.ArgumentParser) -> None:
         "(default: $BERTSERVE_TARGET or 127.0.0.1:50051)",
     )
     parser.add_argument("--model", default=None, help="model name (default: the server's)")
+    if variant:
+        parser.add_argument("--variant", default=None, help=", ".join(VARIANTS))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
     parser.add_argument("--tls", default=None, metavar="ROOTS.pem|system", help="use TLS")
     parser.add_argument(
@@ -42,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("texts", nargs="*", help="texts to embed")
     # So that `--layers -1,-2` reads as a value, not as an unknown option.
     embed._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$")
-    _connection(embed)
-    embed.add_argument("--variant", default=None, help=", ".join(VARIANTS))
+    _connection(embed, variant=True)
     embed.add_argument("--pooling", choices=("cls", "pooler", "mean", "max", "none"))
     embed.add_argument("--layers", default=None, help="hidden states: all, or indices like -1,-2")
     embed.add_argument("--tokens", action="store_true", help="also return token embeddings")
@@ -88,8 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from a model exported by `bertserve finetune`.",
     )
     classify.add_argument("texts", nargs="+", help="texts to classify")
-    _connection(classify)
-    classify.add_argument("--variant", default=None, help=", ".join(VARIANTS))
+    _connection(classify, variant=True)
     classify.add_argument("--pair", action="append", help="second segment (one per text)")
     classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
     classify.add_argument("--truncate", action="store_true", help="cut texts over the limit")

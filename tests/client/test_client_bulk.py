@@ -52,6 +52,20 @@ class Recording:
             yield result
 
 
+def interrupt(target: str, path, output, *, stop_after: int, read_ahead: int = 16) -> None:
+    """A bulk run of ``path`` stopped like a crash after ``stop_after`` answers."""
+    with Client(target, timeout=120) as client:
+        with pytest.raises(KeyboardInterrupt):
+            embed_file(
+                Recording(client, stop_after=stop_after),
+                path,
+                output,
+                batch_size=8,
+                read_ahead=read_ahead,
+                progress=False,
+            )
+
+
 def test_sorted_batches_group_lengths_and_keep_every_index():
     lengths = [5, 1, 9, 1, 5, 3]
     batches = sorted_batches(lengths, 2)
@@ -90,18 +104,10 @@ def test_resume_keeps_order_and_blank_lines_get_nan_rows(live_server, tmp_path):
     path.write_text("\n".join(texts) + "\n")
     output = tmp_path / "out.npy"
     sidecar = tmp_path / "out.npy.progress.json"
+    interrupt(live_server.target, path, output, stop_after=7, read_ahead=48)
+    done = json.loads(sidecar.read_text())["rows"]
+    assert done % 48 == 0 and 0 < done < 200
     with Client(live_server.target, timeout=120) as client:
-        with pytest.raises(KeyboardInterrupt):
-            embed_file(
-                Recording(client, stop_after=7),
-                path,
-                output,
-                batch_size=8,
-                read_ahead=48,
-                progress=False,
-            )
-        done = json.loads(sidecar.read_text())["rows"]
-        assert done % 48 == 0 and 0 < done < 200
         embed_file(client, path, output, batch_size=8, read_ahead=48, progress=False)
         kept = [i for i, t in enumerate(texts) if t.strip()]
         expected = client.embed([texts[i] for i in kept]).sentence_embedding
@@ -116,16 +122,7 @@ def test_resume_refuses_rows_of_another_model(live_server, model_repo, tmp_path)
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(corpus(100, seed=2)) + "\n")
     output = tmp_path / "out.npy"
-    with Client(live_server.target, timeout=120) as client:
-        with pytest.raises(KeyboardInterrupt):
-            embed_file(
-                Recording(client, stop_after=3),
-                path,
-                output,
-                batch_size=8,
-                read_ahead=16,
-                progress=False,
-            )
+    interrupt(live_server.target, path, output, stop_after=3)
     # the same job against a server that answers with another default variant
     other = start_server(model_repo, "--variant", "minilm=int8", metrics=False)
     try:
@@ -200,16 +197,7 @@ def interrupted(live_server, tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(corpus(120, seed=6)) + "\n")
     output = tmp_path / "out.npy"
-    with Client(live_server.target, timeout=120) as client:
-        with pytest.raises(KeyboardInterrupt):
-            embed_file(
-                Recording(client, stop_after=5),
-                path,
-                output,
-                batch_size=8,
-                read_ahead=16,
-                progress=False,
-            )
+    interrupt(live_server.target, path, output, stop_after=5)
     partial = tmp_path / "out.npy.partial"
     sidecar = tmp_path / "out.npy.progress.json"
     assert json.loads(sidecar.read_text())["rows"] == 32  # two windows of 16
