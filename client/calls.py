@@ -30,11 +30,10 @@ from .request import (
     classify_features,
     classify_request,
     embed_request,
-    needs_stream,
-    split_request,
     tokenize_request,
 )
 from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo, join_results
+from .split import needs_stream, split_request
 from .stream import CALL_ATTEMPTS, backoff, remaining
 
 T = TypeVar("T")

@@ -8,13 +8,11 @@ from bertserve.client.request import (
     classify_features,
     classify_request,
     embed_request,
-    estimated_answer_bytes,
     fill_inputs,
-    needs_stream,
-    split_request,
     tokenize_request,
 )
 from bertserve.client.results import ModelInfo
+from bertserve.client.split import estimated_answer_bytes, needs_stream, split_request
 from bertserve.v1 import bertserve_pb2 as pb
 
 INFO = ModelInfo(
