@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Generic, TypeVar
@@ -86,7 +87,7 @@ Plan = Generator[Step, Any, T]
 
 class PlanRun(Generic[T]):
     """Steps a plan: ``next()`` gives the step to run (None once done: see ``result``); what
-    it answered goes in ``reply``, a failure in ``error`` (``answering`` catches it)."""
+    the step answered goes in ``reply``, and a failure, caught by ``answering``, in ``error``."""
 
     def __init__(self, plan: Plan[T]) -> None:
         self._plan = plan
@@ -106,27 +107,16 @@ class PlanRun(Generic[T]):
         self.reply = self.error = None
         return step
 
-    def answering(self) -> _Answering:
-        return _Answering(self)
-
-
-class _Answering:
-    """Catches a step's failure for its plan, as one ``BertserveError``."""
-
-    def __init__(self, run: PlanRun) -> None:
-        self._run = run
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
-        if isinstance(error, grpc.RpcError):
-            error = BertserveError.from_rpc_error(error)
-            error.__suppress_context__ = True  # the grpc error says nothing more
-        if isinstance(error, BertserveError):
-            self._run.error = error
-            return True
-        return False
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """Runs one step: its failure is kept in ``error``, as one ``BertserveError``."""
+        try:
+            yield
+        except grpc.RpcError as exc:
+            self.error = BertserveError.from_rpc_error(exc)
+            self.error.__suppress_context__ = True  # the grpc error says nothing more
+        except BertserveError as exc:
+            self.error = exc
 
 
 @dataclass(frozen=True)
