@@ -104,6 +104,26 @@ def test_unary_call_failing_after_its_reply_began_is_retried(flaky):
     )
 
 
+def test_async_unary_call_failing_after_its_reply_began_is_retried(flaky):
+    import asyncio
+
+    from bertserve.client import AsyncClient
+
+    servicer, target = flaky
+
+    async def run():
+        async with AsyncClient(target) as client:
+            result = await client.embed(["one", "two"])
+            with pytest.raises(BertserveError) as error:
+                await client.embed(["bad"])
+            return result, error.value
+
+    result, error = asyncio.run(run())
+    assert result.sentence_embedding.tolist() == [[float(result.id), 2.0]]
+    assert servicer.unary_calls == 3 and error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.__cause__ is None and error.__suppress_context__
+
+
 def test_async_stream_sends_unanswered_requests_again(flaky):
     import asyncio
 
