@@ -47,7 +47,9 @@ def test_wheel_has_only_the_bertserve_package(wheel: zipfile.ZipFile) -> None:
     assert {t for t in tops if not t.endswith(".dist-info")} == {"bertserve"}
     names = set(wheel.namelist())
     for module in (
+        "variants.py",
         "export/__init__.py",
+        "export/package.py",
         "server/__init__.py",
         "client/__init__.py",
         "train/__init__.py",
