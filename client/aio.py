@@ -44,8 +44,10 @@ class AsyncClient(ClientBase):
     async def _run(self, plan: Plan[T]) -> T:
         run = PlanRun(plan)
         while (step := run.next()) is not None:
-            with run.answering():
+            try:
                 run.reply = await step.start(self)
+            except (grpc.RpcError, BertserveError) as exc:
+                run.fail(exc)
         return run.result
 
     async def _sleep(self, seconds: float) -> None:

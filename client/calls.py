@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Generic, TypeVar
@@ -87,7 +86,7 @@ Plan = Generator[Step, Any, T]
 
 class PlanRun(Generic[T]):
     """Steps a plan: ``next()`` gives the step to run (None once done: see ``result``); what
-    the step answered goes in ``reply``, and a failure, caught by ``answering``, in ``error``."""
+    the step answered goes in ``reply``; a failure goes to ``fail``."""
 
     def __init__(self, plan: Plan[T]) -> None:
         self._plan = plan
@@ -107,16 +106,12 @@ class PlanRun(Generic[T]):
         self.reply = self.error = None
         return step
 
-    @contextmanager
-    def answering(self) -> Iterator[None]:
-        """Runs one step: its failure is kept in ``error``, as one ``BertserveError``."""
-        try:
-            yield
-        except grpc.RpcError as exc:
-            self.error = BertserveError.from_rpc_error(exc)
-            self.error.__suppress_context__ = True  # the grpc error says nothing more
-        except BertserveError as exc:
-            self.error = exc
+    def fail(self, error: grpc.RpcError | BertserveError) -> None:
+        """The step failed: ``error`` goes to the plan as one ``BertserveError``."""
+        if not isinstance(error, BertserveError):
+            error = BertserveError.from_rpc_error(error)
+            error.__suppress_context__ = True  # the grpc error says nothing more
+        self.error = error
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 from bertserve.v1 import bertserve_pb2 as pb
 
 from .calls import SPLIT_WINDOW, ClientBase, Plan, PlanRun, SentenceRows, Stream
+from .errors import BertserveError
 from .request import OPTIONS_DOC, ClassifyArgs, EmbedArgs, Inputs, StreamArgs, TokenizeArgs
 from .results import ClassifyResult, EmbedResult, Encoding, ModelInfo
 from .stream import StreamItem, SyncEmbedStream
@@ -69,8 +70,10 @@ class Client(ClientBase):
     def _run(self, plan: Plan[T]) -> T:
         run = PlanRun(plan)
         while (step := run.next()) is not None:
-            with run.answering():
+            try:
                 run.reply = step.start(self)
+            except (grpc.RpcError, BertserveError) as exc:
+                run.fail(exc)
         return run.result
 
     def _sleep(self, seconds: float) -> None:
