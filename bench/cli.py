@@ -10,6 +10,8 @@ import socket
 import sys
 from pathlib import Path
 
+from bertserve.variants import DEFAULT_VARIANTS
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -111,7 +113,7 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
         args.model or sorted(p.parent.parent.name for p in args.repo.glob("*/*/manifest.json"))[0]
     )
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [
-        v for v in ("fp32-opt", "int8") if (args.repo / model / v / "manifest.json").is_file()
+        v for v in DEFAULT_VARIANTS if (args.repo / model / v / "manifest.json").is_file()
     ]
     metrics_port = _free_port()
     extra = ["--metrics-port", str(metrics_port), *args.server_arg]

@@ -13,6 +13,7 @@ Needs only grpcio, protobuf and numpy::
 from .aio import AsyncClient
 from .client import Client
 from .errors import BertserveError
+from .request import EmbedOptions
 from .results import (
     Classification,
     ClassifyResult,
@@ -32,6 +33,7 @@ __all__ = [
     "ClassifyResult",
     "Client",
     "ClientTokenizer",
+    "EmbedOptions",
     "EmbedResult",
     "Encoding",
     "ModelInfo",

@@ -21,6 +21,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import resume
+from .request import EmbedOptions
+from .resume import BulkError
+
 PYARROW_HINT = "writing .parquet needs pyarrow: pip install pyarrow (or write .npy)"
 OUTPUT_SUFFIXES = (".npy", ".parquet")
 
@@ -39,17 +43,36 @@ class BulkJob:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
 
-def read_texts(path: Path, field: str = "text") -> Iterator[str]:
+ERRORS = ("fail", "skip")
+
+
+def read_texts(path: Path, field: str = "text", errors: str = "fail") -> Iterator[str | None]:
     """One text per line of a .txt file, or per JSON line (a string or an object's ``field``).
 
     Lines end at ``\n`` only (a ``\r\n`` ending is dropped, a lone ``\r`` is part of the
     text), so the count of texts is the count of ``\n`` of :func:`count_texts`. A .txt file's
-    blank line is a text (an empty one); blank lines of .jsonl files are skipped.
+    blank line is a text (an empty one); blank lines of .jsonl files are skipped. A line that
+    is not UTF-8 raises ``BulkError`` naming the line and the byte offset, or with
+    ``errors="skip"`` is yielded as None (its row will be NaN, like a blank text's).
     """
+    if errors not in ERRORS:
+        raise ValueError(f"errors={errors!r}: use one of {', '.join(ERRORS)}")
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
-    with path.open(encoding="utf-8", newline="\n") as lines:
-        for number, line in enumerate(lines, 1):
-            line = line.rstrip("\r\n")
+    offset = 0
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            start, offset = offset, offset + len(raw)
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                if errors == "skip":
+                    yield None
+                    continue
+                raise BulkError(
+                    f"{path}:{number}: not UTF-8 at byte {start + exc.start} of the file "
+                    f"(0x{raw[exc.start]:02x}); fix the line, or pass --errors skip to give it "
+                    "a row of NaN"
+                ) from None
             if not jsonl:
                 yield line
                 continue
@@ -58,20 +81,21 @@ def read_texts(path: Path, field: str = "text") -> Iterator[str]:
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON: {exc.msg}") from None
+                raise BulkError(f"{path}:{number}: not JSON: {exc.msg}") from None
             if isinstance(item, dict):
                 if field not in item or not isinstance(item[field], str):
-                    raise ValueError(f"{path}:{number}: no string field {field!r} (see --field)")
+                    raise BulkError(f"{path}:{number}: no string field {field!r} (see --field)")
                 item = item[field]
             if not isinstance(item, str):
-                raise ValueError(f"{path}:{number}: expected a string or an object with {field!r}")
+                raise BulkError(f"{path}:{number}: expected a string or an object with {field!r}")
             yield item
 
 
-def count_texts(path: Path, field: str = "text") -> int:
-    """How many texts :func:`read_texts` yields, without decoding a .txt file."""
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return sum(1 for _ in read_texts(path, field))
+def count_texts(path: Path, field: str = "text", errors: str = "fail") -> int:
+    """How many texts :func:`read_texts` yields. A .txt file is decoded only with
+    ``errors="fail"``, so that a bad line is found before any work, not hours into it."""
+    if errors == "fail" or path.suffix.lower() in (".jsonl", ".ndjson"):
+        return sum(1 for _ in read_texts(path, field, errors))
     with path.open("rb") as data:
         count = sum(chunk.count(b"\n") for chunk in iter(lambda: data.read(1 << 20), b""))
         data.seek(max(0, data.tell() - 1))
@@ -150,11 +174,21 @@ class _Window:
     batches: list[list[int]]  # positions in the window, shortest texts first; blank texts
     # are never sent and keep their NaN rows
     rows: RowsInOrder
+    skipped: int  # lines that were not UTF-8 (--errors skip): rows of NaN
     answered: int = 0
 
     @property
     def complete(self) -> bool:
         return self.answered == len(self.batches)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What ``embed_file`` wrote: ``rows`` (one per text), ``skipped`` of them NaN because
+    their line was not UTF-8 (``errors="skip"``)."""
+
+    rows: int
+    skipped: int
 
 
 def embed_file(
@@ -163,22 +197,25 @@ def embed_file(
     output_path: Path,
     *,
     field: str = "text",
+    errors: str = "fail",
     batch_size: int = 32,
     window: int = 8,
     read_ahead: int = 4096,
     lengths: Callable[[list[str]], list[int]] | None = None,
     progress: bool = True,
     **options: Any,
-) -> int:
+) -> BulkResult:
     """Embed every text of ``input_path`` into ``output_path`` (rows in input order).
 
     Texts are read ``read_ahead`` at a time, sorted by length and sent over one EmbedStream
     as batches of ``batch_size`` similar lengths (``window`` in flight), then written back in
     input order: the server computes little padding however the file is ordered. Lengths are
     character counts, or what ``lengths(texts)`` says (token counts, from the model's own
-    tokenizer: ``load_tokenizer(folder).lengths``). A blank
-    text gets a row of NaN (it has no embedding). ``options`` go to ``Client.embed_stream``
-    and must give one sentence vector per text. Returns the number of rows written.
+    tokenizer: ``load_tokenizer(folder).lengths``). A blank text gets a row of NaN (it has no
+    embedding); so does a line that is not UTF-8 with ``errors="skip"`` (``"fail"``: raise
+    ``BulkError`` naming the line). ``options`` go to ``Client.embed_stream`` and must give
+    one sentence vector per text. A rerun after an interruption continues from the rows in
+    ``<output>.partial`` once they match their progress record (``resume``).
     """
     suffix = output_path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
@@ -191,20 +228,25 @@ def embed_file(
     if batch_size < 1 or read_ahead < 1:
         raise ValueError("batch size and read-ahead must be at least 1")
     stat = input_path.stat()
-    job = BulkJob(str(input_path.resolve()), stat.st_size, stat.st_mtime_ns, field, options)
+    job = BulkJob(
+        str(input_path.resolve()), stat.st_size, stat.st_mtime_ns, field, _job_options(options)
+    )
     partial = output_path.with_name(output_path.name + ".partial")
     sidecar = output_path.with_name(output_path.name + ".progress.json")
-    total = count_texts(input_path, field)
-    done, answered_by = _resume(job, partial, sidecar)
+    total = count_texts(input_path, field, errors)
+    earlier = resume.resume(job.key(), partial, sidecar)
+    done = earlier.rows if earlier else 0
+    skipped = earlier.skipped if earlier else 0
+    answered_by: dict[str, Any] = earlier.answered_by if earlier else {}
     bar = Progress(total, done) if progress else None
     # windows whose batches were handed to the stream, oldest first (appended by the
     # stream's sending thread, taken here: deque appends and pops are thread-safe)
     sent: deque[_Window] = deque()
 
     def batches(resume_at: int = done) -> Iterator[list[str]]:
-        texts: list[str] = []
+        texts: list[str | None] = []
         start = resume_at
-        for index, text in enumerate(read_texts(input_path, field)):
+        for index, text in enumerate(read_texts(input_path, field, errors)):
             if index < resume_at:
                 continue
             texts.append(text)
@@ -214,30 +256,41 @@ def embed_file(
         if texts:
             yield from plan(start, texts)
 
-    def plan(start: int, texts: list[str]) -> Iterator[list[str]]:
-        kept = [i for i, text in enumerate(texts) if text.strip()]
-        kept_texts = [texts[i] for i in kept]
+    def plan(start: int, texts: list[str | None]) -> Iterator[list[str]]:
+        kept = [i for i, text in enumerate(texts) if text is not None and text.strip()]
+        kept_texts = [texts[i] or "" for i in kept]
         sizes = lengths(kept_texts) if lengths else [len(text) for text in kept_texts]
         groups = sorted_batches(sizes, batch_size)
         groups = [[kept[i] for i in group] for group in groups]
-        sent.append(_Window(start, len(texts), groups, RowsInOrder(len(texts))))
+        unread = sum(text is None for text in texts)
+        sent.append(_Window(start, len(texts), groups, RowsInOrder(len(texts)), unread))
         for group in groups:
-            yield [texts[i] for i in group]
+            yield [texts[i] or "" for i in group]
 
     with partial.open("ab") as rows:
 
         def write_finished() -> None:
             """Write out the windows at the head of the line that are complete."""
-            nonlocal done
+            nonlocal done, skipped
             while sent and sent[0].complete and answered_by:
                 finished = sent.popleft()
-                rows.write(finished.rows.result(width=answered_by["width"]).tobytes())
+                data = finished.rows.result(width=answered_by["width"]).tobytes()
+                rows.write(data)
                 rows.flush()
                 os.fsync(rows.fileno())
                 done += finished.size
-                # the sidecar is renamed into place after the rows are on disk: it never
-                # claims rows the partial file lacks
-                _write_json(sidecar, {"job": job.key(), "rows": done, **answered_by})
+                skipped += finished.skipped
+                # the record is replaced after the rows are on disk: it never claims rows
+                # the partial file lacks
+                record = resume.Record(
+                    job.key(),
+                    done,
+                    **answered_by,
+                    skipped=skipped,
+                    tail_rows=finished.size,
+                    tail_sha256=resume.checksum(data),
+                )
+                resume.save(sidecar, record)
                 if bar:
                     bar.update(finished.size)
 
@@ -252,12 +305,20 @@ def embed_file(
         bar.update(0, final=True)
     if done != total:
         if total and not answered_by:
-            raise ValueError(f"{input_path}: every text is blank; nothing to embed")
+            raise BulkError(f"{input_path}: every text is blank; nothing to embed")
         raise RuntimeError(f"embedded {done} rows but the input has {total}")
     _finish(partial, output_path, done, answered_by.get("width", 0))
     sidecar.unlink(missing_ok=True)
     partial.unlink(missing_ok=True)
-    return done
+    return BulkResult(done, skipped)
+
+
+def _job_options(options: dict[str, Any]) -> dict[str, Any]:
+    """What the options compute, so that the same job spelled otherwise (the CLI's explicit
+    defaults, or an ``EmbedOptions``) resumes too."""
+    words = {k: v for k, v in options.items() if k not in ("options", "model", "variant")}
+    value = EmbedOptions.of(options.get("options"), words)  # type: ignore[arg-type]
+    return {**asdict(value), "model": options.get("model"), "variant": options.get("variant")}
 
 
 def _check_same_model(answered_by: dict[str, Any], result: Any, partial: Path) -> dict[str, Any]:
@@ -268,44 +329,13 @@ def _check_same_model(answered_by: dict[str, Any], result: Any, partial: Path) -
         "width": int(result.sentence_embedding.shape[1]),
     }
     if answered_by and answered_by != now:
-        raise ValueError(
+        raise BulkError(
             f"{partial} holds rows of {answered_by['model']}/{answered_by['variant']} "
             f"({answered_by['width']} wide) but the server now answers with "
             f"{now['model']}/{now['variant']} ({now['width']} wide): pass the same --model "
             f"and --variant as before, or delete {partial.name} to start over"
         )
     return now
-
-
-def _resume(job: BulkJob, partial: Path, sidecar: Path) -> tuple[int, dict[str, Any]]:
-    """Rows already embedded by an earlier run of this same job, and by what model."""
-    if sidecar.is_file() and partial.is_file():
-        state = json.loads(sidecar.read_text())
-        if state.get("job") == job.key() and {"model", "variant", "width"} <= set(state):
-            rows, width = int(state["rows"]), int(state["width"])
-            # Rows appended after the sidecar's last update are dropped and recomputed.
-            with partial.open("r+b") as data:
-                data.truncate(rows * width * 4)
-            return rows, {k: state[k] for k in ("model", "variant", "width")}
-        print(f"{sidecar.name}: a different input or options: starting over", file=sys.stderr)
-    partial.unlink(missing_ok=True)
-    sidecar.unlink(missing_ok=True)
-    return 0, {}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Replace ``path`` atomically and durably: written, fsynced, renamed, directory fsynced."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as file:
-        file.write(json.dumps(data))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _finish(partial: Path, output: Path, rows: int, width: int) -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bertserve.variants import VARIANTS
 
 FORMATS = ("json", "npy", "npz")
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
+def _connection(parser: argparse.ArgumentParser, *, variant: bool = False) -> None:
     parser.add_argument(
         "--target",
         default=None,
@@ -23,6 +24,8 @@ def _connection(parser: argparse.ArgumentParser) -> None:
         "(default: $BERTSERVE_TARGET or 127.0.0.1:50051)",
     )
     parser.add_argument("--model", default=None, help="model name (default: the server's)")
+    if variant:
+        parser.add_argument("--variant", default=None, help=", ".join(VARIANTS))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
     parser.add_argument("--tls", default=None, metavar="ROOTS.pem|system", help="use TLS")
     parser.add_argument(
@@ -41,8 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("texts", nargs="*", help="texts to embed")
     # So that `--layers -1,-2` reads as a value, not as an unknown option.
     embed._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$")
-    _connection(embed)
-    embed.add_argument("--variant", default=None, help="fp32, fp32-opt, int8, fp16")
+    _connection(embed, variant=True)
     embed.add_argument("--pooling", choices=("cls", "pooler", "mean", "max", "none"))
     embed.add_argument("--layers", default=None, help="hidden states: all, or indices like -1,-2")
     embed.add_argument("--tokens", action="store_true", help="also return token embeddings")
@@ -55,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     embed.add_argument("--format", choices=FORMATS, default="json", help="for texts (default json)")
     embed.add_argument("--input", type=Path, help="bulk: a .txt (one text a line) or .jsonl file")
     embed.add_argument("--field", default="text", help="bulk: the text field of .jsonl objects")
+    embed.add_argument(
+        "--errors",
+        choices=("fail", "skip"),
+        default="fail",
+        help="bulk: a line that is not UTF-8 stops the run (fail, the default; the error names "
+        "the line and byte) or gets a row of NaN (skip; the count is reported)",
+    )
     embed.add_argument(
         "--tokenizer",
         type=Path,
@@ -80,8 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from a model exported by `bertserve finetune`.",
     )
     classify.add_argument("texts", nargs="+", help="texts to classify")
-    _connection(classify)
-    classify.add_argument("--variant", default=None, help="fp32, fp32-opt, int8, fp16")
+    _connection(classify, variant=True)
     classify.add_argument("--pair", action="append", help="second segment (one per text)")
     classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
     classify.add_argument("--truncate", action="store_true", help="cut texts over the limit")
@@ -205,11 +213,12 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return _fail("bulk embedding writes sentence vectors: drop --tokens/--layers")
     with make_client(args) as client:
         try:
-            rows = embed_file(
+            done = embed_file(
                 client,
                 args.input,
                 args.output,
                 field=args.field,
+                errors=args.errors,
                 batch_size=args.batch_size,
                 window=args.window,
                 read_ahead=args.read_ahead,
@@ -220,7 +229,8 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: run the same command again to continue", file=sys.stderr)
             return 130
-    print(f"wrote {rows} vectors to {args.output}", file=sys.stderr)
+    skipped = f" ({done.skipped} lines not UTF-8: rows of NaN)" if done.skipped else ""
+    print(f"wrote {done.rows} vectors to {args.output}{skipped}", file=sys.stderr)
     return 0
 
 

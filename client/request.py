@@ -1,11 +1,11 @@
-"""Turning the clients' keyword arguments into requests (shared by Client and AsyncClient)."""
+"""Building requests (shared by Client and AsyncClient): the options as one frozen value,
+and the messages each call sends. No I/O here: see ``calls`` for what is sent when."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from bertserve.v1 import bertserve_pb2 as pb
 
@@ -30,8 +30,65 @@ AGGREGATIONS = {
 }
 OUTPUTS = ("sentence", "tokens")
 
-# An Embed answer must fit in 4 MB; above this estimate the client asks over EmbedStream.
-UNARY_LIMIT_BYTES = 3 * 1024 * 1024
+OPTIONS_DOC = """
+        ``output``: "sentence" (default), "tokens", or both as a tuple.
+        ``pooling``: "cls", "pooler", "mean", "max" or "none"; None: the model's default.
+        ``layers``: hidden states to return: an index, a list (``[-1, -2]``, negative
+        counts from the last layer), "all", or "-1,-2".
+        ``aggregate``: the token representation: "last", "concat_last_4", "sum_last_4",
+        "mean_all". ``normalize``: L2-normalise the sentence vectors.
+        ``dtype``: "float32", "float16" or "bfloat16" on the wire (bfloat16 is returned
+        as float32, exactly). ``truncate``: cut sequences over the model's limit
+        (``result.truncated`` tells how many tokens were dropped) instead of failing.
+        ``options``: an ``EmbedOptions`` instead of the keywords above.
+"""
+
+
+class EmbedKwargs(TypedDict, total=False):
+    """The embedding options as keyword arguments (read by ``EmbedOptions.parse``)."""
+
+    output: str | Iterable[str] | None
+    pooling: str | None
+    layers: int | str | Iterable[int] | None
+    aggregate: str | None
+    normalize: bool
+    dtype: str
+    truncate: bool
+
+
+# The keywords that ask a classify call for embedding outputs beside its labels.
+FEATURE_WORDS = ("output", "pooling", "layers", "aggregate")
+
+
+class StreamArgs(EmbedKwargs, total=False):
+    """Keyword arguments of ``embed_stream`` and ``embed_many`` beside their own."""
+
+    options: EmbedOptions | None
+    model: str | None
+    variant: str | None
+
+
+class EmbedArgs(StreamArgs, total=False):
+    """Keyword arguments of ``embed``."""
+
+    pairs: str | Sequence[str] | None
+    timeout: float | None
+
+
+class ClassifyArgs(EmbedArgs, total=False):
+    """Keyword arguments of ``classify``."""
+
+    top_k: int
+    logits: bool
+
+
+class TokenizeArgs(TypedDict, total=False):
+    """Keyword arguments of ``tokenize``."""
+
+    pairs: str | Sequence[str] | None
+    pad_to: int
+    truncate: bool
+    model: str | None
 
 
 def _choice(kind: str, value: str, table: Mapping[str, int]) -> int:
@@ -43,7 +100,11 @@ def _choice(kind: str, value: str, table: Mapping[str, int]) -> int:
 
 @dataclass(frozen=True)
 class EmbedOptions:
-    """The validated options of an embed call (see ``Client.embed``)."""
+    """What an embed call computes, validated, in the wire's terms (see ``parse``).
+
+    A new request option is a field here, its keyword in ``parse`` and ``EmbedKwargs``,
+    and a line in ``fill``: nothing else in the client changes.
+    """
 
     sentence: bool = True
     tokens: bool = False
@@ -54,8 +115,6 @@ class EmbedOptions:
     normalize: bool = False
     dtype: int = pb.DTYPE_FLOAT32
     truncate: bool = False
-    model: str = ""
-    variant: str = ""
 
     @classmethod
     def parse(
@@ -68,9 +127,8 @@ class EmbedOptions:
         normalize: bool = False,
         dtype: str = "float32",
         truncate: bool = False,
-        model: str | None = None,
-        variant: str | None = None,
     ) -> EmbedOptions:
+        """The options of the client's keywords (their meaning: ``Client.embed``)."""
         if output is None:
             # Asking only for layers means "no sentence vector" unless pooling says otherwise.
             wanted = {"sentence"} if layers is None or pooling is not None else set()
@@ -87,22 +145,7 @@ class EmbedOptions:
             wanted.discard("sentence")
         elif pooling is not None:
             wanted.add("sentence")
-        all_layers = False
-        layer_list: tuple[int, ...] = ()
-        if isinstance(layers, str):
-            if layers.strip().lower() == "all":
-                all_layers = True
-            else:
-                try:
-                    layer_list = tuple(int(x) for x in layers.split(",") if x.strip())
-                except ValueError:
-                    raise ValueError(
-                        f"layers {layers!r}: use 'all' or comma-separated indices like -1,-2"
-                    ) from None
-        elif isinstance(layers, int):
-            layer_list = (layers,)
-        elif layers is not None:
-            layer_list = tuple(int(x) for x in layers)
+        all_layers, layer_list = _layers(layers)
         if not wanted and not all_layers and not layer_list:
             raise ValueError("nothing to compute: ask for a sentence vector, tokens or layers")
         if dtype not in DTYPE_NAMES:
@@ -119,9 +162,16 @@ class EmbedOptions:
             normalize=normalize,
             dtype=DTYPE_NAMES[dtype],
             truncate=truncate,
-            model=model or "",
-            variant=variant or "",
         )
+
+    @classmethod
+    def of(cls, options: EmbedOptions | None, words: EmbedKwargs) -> EmbedOptions:
+        """``options`` as given, or parsed from the keywords ``words`` (not both)."""
+        if options is None:
+            return cls.parse(**words)
+        if words:
+            raise TypeError(f"give options= or the keywords {sorted(words)}, not both")
+        return options
 
     @property
     def token_level(self) -> bool:
@@ -130,36 +180,31 @@ class EmbedOptions:
 
     @property
     def needs_info(self) -> bool:
-        """Whether building the request needs the model's ModelInfo (layers, sizes, pooling)."""
+        """Whether filling a request needs the model's ModelInfo: to make layers absolute and
+        check them, to size the answer, or to name the default pooling beside token outputs."""
         return self.token_level
 
-    def to_request(
-        self,
-        inputs: Inputs,
-        pairs: Sequence[str] | None = None,
-        info: ModelInfo | None = None,
-        request_id: str = "",
-    ) -> pb.EmbedRequest:
-        request = pb.EmbedRequest(
-            id=request_id,
-            model=self.model,
-            variant=self.variant,
-            token_embeddings=self.tokens,
-            all_layers=self.all_layers,
-            aggregate=self.aggregate,
-            normalize=self.normalize,
-            dtype=self.dtype,
-            truncate=self.truncate,
-        )
-        fill_inputs(request, inputs, pairs)
+    @property
+    def pools_by_default(self) -> bool:
+        """A sentence vector by the model's default pooling (a Classify request must name it)."""
+        return self.sentence and self.pooling == pb.POOLING_UNSPECIFIED
+
+    def fill(self, request: pb.EmbedRequest | pb.ClassifyRequest, info: ModelInfo | None) -> None:
+        """Set the option fields of ``request`` (Embed and Classify name them alike)."""
+        request.token_embeddings = self.tokens
+        request.all_layers = self.all_layers
+        request.aggregate = self.aggregate
+        request.normalize = self.normalize
+        request.dtype = self.dtype
+        request.truncate = self.truncate
         pooling = self.pooling
         if not self.sentence:
             pooling = pb.POOLING_NONE
-        elif pooling == pb.POOLING_UNSPECIFIED and self.token_level:
-            # UNSPECIFIED with token outputs means "no sentence vector": name the default.
-            if info is None:
-                raise ValueError("the model's default pooling is needed (pass info)")
+        elif pooling == pb.POOLING_UNSPECIFIED and info is not None:
+            # Named: UNSPECIFIED beside token outputs (or on Classify) means no sentence vector.
             pooling = POOLINGS.get(info.default_pooling, pb.POOLING_CLS)
+        elif pooling == pb.POOLING_UNSPECIFIED and self.token_level:
+            raise ValueError("the model's default pooling is needed (pass info)")
         request.pooling = pooling
         layers = list(self.layers)
         if info is not None:
@@ -173,7 +218,103 @@ class EmbedOptions:
                     )
             layers = [layer + top + 1 if layer < 0 else layer for layer in layers]
         request.layers.extend(dict.fromkeys(layers))
-        return request
+
+
+def _layers(layers: int | str | Iterable[int] | None) -> tuple[bool, tuple[int, ...]]:
+    """``layers`` as (all layers, indices)."""
+    if layers is None:
+        return False, ()
+    if isinstance(layers, int):
+        return False, (layers,)
+    if not isinstance(layers, str):
+        return False, tuple(int(x) for x in layers)
+    if layers.strip().lower() == "all":
+        return True, ()
+    try:
+        return False, tuple(int(x) for x in layers.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(
+            f"layers {layers!r}: use 'all' or comma-separated indices like -1,-2"
+        ) from None
+
+
+def classify_features(
+    options: EmbedOptions | None, words: EmbedKwargs
+) -> tuple[EmbedOptions | None, bool]:
+    """The embedding outputs a classify call asks for beside its labels (None: labels only),
+    and whether it truncates."""
+    if options is not None:
+        return EmbedOptions.of(options, words), options.truncate
+    if all(words.get(word) is None for word in FEATURE_WORDS):
+        if words.get("normalize"):
+            raise ValueError("normalize=True needs a sentence vector: set pooling or output")
+        return None, bool(words.get("truncate", False))
+    features = EmbedOptions.parse(**words)
+    return features, features.truncate
+
+
+def embed_request(
+    inputs: Inputs,
+    pairs: str | Sequence[str] | None,
+    options: EmbedOptions,
+    *,
+    info: ModelInfo | None = None,
+    model: str = "",
+    variant: str = "",
+    request_id: str = "",
+) -> pb.EmbedRequest:
+    """The EmbedRequest for one batch (``info``: when ``options.needs_info``)."""
+    request = pb.EmbedRequest(id=request_id, model=model, variant=variant)
+    fill_inputs(request, inputs, pairs)
+    options.fill(request, info)
+    return request
+
+
+def classify_request(
+    inputs: Inputs,
+    pairs: str | Sequence[str] | None,
+    *,
+    top_k: int = 0,
+    logits: bool = False,
+    truncate: bool = False,
+    features: EmbedOptions | None = None,
+    info: ModelInfo | None = None,
+    model: str = "",
+    variant: str = "",
+    request_id: str = "",
+) -> pb.ClassifyRequest:
+    """A ClassifyRequest for texts (``pairs``: their second segments) or token sequences;
+    ``features``: embedding outputs of the same pass (``info``: the model's, to name its
+    default pooling and make layers absolute)."""
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k}: use 0 (every label) or a positive count")
+    request = pb.ClassifyRequest(
+        id=request_id, model=model, variant=variant, top_k=top_k, logits=logits
+    )
+    fill_inputs(request, inputs, pairs)
+    if features is not None:
+        features.fill(request, info)
+    request.truncate = truncate
+    return request
+
+
+def tokenize_request(
+    texts: str | Sequence[str],
+    pairs: str | Sequence[str] | None = None,
+    *,
+    model: str = "",
+    pad_to: int = 0,
+    truncate: bool = False,
+) -> pb.TokenizeRequest:
+    """A TokenizeRequest for one text or many (``pairs``: their second segments)."""
+    request = pb.TokenizeRequest(model=model, texts=_texts(texts), pad_to=pad_to, truncate=truncate)
+    if pairs is not None:
+        request.text_pairs.extend(_texts(pairs))
+    return request
+
+
+def _texts(texts: str | Sequence[str]) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
 
 
 def fill_inputs(
@@ -227,159 +368,3 @@ def token_sequence(item: Any) -> pb.TokenSequence:
             f"cannot read {type(item).__name__} as a token sequence: use a list of ids "
             "or a mapping with input_ids"
         ) from None
-
-
-def estimated_answer_bytes(request: pb.EmbedRequest, info: ModelInfo) -> int:
-    """A generous estimate of the answer's size, to pick Embed or EmbedStream."""
-    if request.sequences:
-        tokens = sum(len(s.input_ids) for s in request.sequences)
-    else:
-        pairs = list(request.text_pairs) or [""] * len(request.texts)
-        # A WordPiece token covers about 3 characters or more of English text;
-        # an answer that still exceeds 4 MB falls back to EmbedStream.
-        tokens = sum(
-            min(info.max_length, math.ceil((len(t) + len(p)) / 3) + 3)
-            for t, p in zip(request.texts, pairs, strict=True)
-        )
-    width = info.hidden_size * (4 if request.aggregate == pb.AGGREGATION_CONCAT_LAST_4 else 1)
-    rows_per_token = (width if request.token_embeddings else 0) + info.hidden_size * (
-        (info.num_layers + 1) if request.all_layers else len(request.layers)
-    )
-    itemsize = 4 if request.dtype in (pb.DTYPE_FLOAT32, pb.DTYPE_UNSPECIFIED) else 2
-    return tokens * rows_per_token * itemsize
-
-
-# More inputs than this in one embed call go over EmbedStream as several requests, so no
-# single request or answer nears a message or queue limit.
-SPLIT_SEQUENCES = 256
-# A streamed piece's answer stays around this size (the server's default cap is 16 MiB).
-PIECE_ANSWER_BYTES = 8 * 1024 * 1024
-
-
-def split_request(request: pb.EmbedRequest, info: ModelInfo | None) -> list[pb.EmbedRequest]:
-    """``request`` as one or more requests, each of at most SPLIT_SEQUENCES inputs and an
-    estimated answer near PIECE_ANSWER_BYTES (ids ``<id>/0``, ``<id>/1``, ...)."""
-    count = len(request.texts) or len(request.sequences)
-    size = SPLIT_SEQUENCES
-    if info is not None:
-        estimate = estimated_answer_bytes(request, info)
-        size = min(size, max(1, count * PIECE_ANSWER_BYTES // max(estimate, 1)))
-    pieces = []
-    for index, start in enumerate(range(0, count, size)):
-        piece = pb.EmbedRequest()
-        piece.CopyFrom(request)
-        piece.id = f"{request.id}/{index}"
-        for name in ("texts", "text_pairs", "sequences"):
-            values = list(getattr(request, name))
-            field = getattr(piece, name)
-            del field[:]
-            field.extend(values[start : start + size])
-        pieces.append(piece)
-    return pieces
-
-
-def needs_stream(request: pb.EmbedRequest, info: ModelInfo | None) -> bool:
-    """Whether one unary Embed could not carry this call (too many inputs or too big an
-    answer for one 4 MB message)."""
-    count = len(request.texts) or len(request.sequences)
-    if count > SPLIT_SEQUENCES:
-        return True
-    return info is not None and estimated_answer_bytes(request, info) > UNARY_LIMIT_BYTES
-
-
-def _texts(texts: str | Sequence[str]) -> list[str]:
-    return [texts] if isinstance(texts, str) else list(texts)
-
-
-def tokenize_request(
-    texts: str | Sequence[str],
-    pairs: str | Sequence[str] | None,
-    *,
-    model: str,
-    pad_to: int,
-    truncate: bool,
-) -> pb.TokenizeRequest:
-    """A TokenizeRequest for one text or many (``pairs``: their second segments)."""
-    request = pb.TokenizeRequest(model=model, texts=_texts(texts), pad_to=pad_to, truncate=truncate)
-    if pairs is not None:
-        request.text_pairs.extend(_texts(pairs))
-    return request
-
-
-def classify_features(
-    *,
-    output: str | Iterable[str] | None,
-    pooling: str | None,
-    layers: int | str | Iterable[int] | None,
-    aggregate: str | None,
-    normalize: bool,
-    dtype: str,
-) -> EmbedOptions | None:
-    """The embedding outputs a classify call asks for beside the labels; None: only labels."""
-    if output is None and pooling is None and layers is None and aggregate is None:
-        if normalize:
-            raise ValueError("normalize=True needs a sentence vector: set pooling or output")
-        return None
-    return EmbedOptions.parse(
-        output=output,
-        pooling=pooling,
-        layers=layers,
-        aggregate=aggregate,
-        normalize=normalize,
-        dtype=dtype,
-    )
-
-
-# The fields a ClassifyRequest shares with an EmbedRequest: inputs and embedding outputs.
-SHARED_FIELDS = (
-    "texts",
-    "text_pairs",
-    "sequences",
-    "token_embeddings",
-    "pooling",
-    "layers",
-    "all_layers",
-    "aggregate",
-    "normalize",
-    "dtype",
-    "truncate",
-)
-
-
-def classify_request(
-    inputs: Inputs,
-    pairs: str | Sequence[str] | None,
-    *,
-    model: str,
-    variant: str,
-    top_k: int,
-    truncate: bool,
-    logits: bool = False,
-    features: EmbedOptions | None = None,
-    info: ModelInfo | None = None,
-    request_id: str = "",
-) -> pb.ClassifyRequest:
-    """A ClassifyRequest for texts (``pairs``: their second segments) or token sequences;
-    ``features``: embedding outputs of the same pass, parsed as for embed."""
-    if top_k < 0:
-        raise ValueError(f"top_k={top_k}: use 0 (every label) or a positive count")
-    request = pb.ClassifyRequest(
-        id=request_id,
-        model=model,
-        variant=variant,
-        top_k=top_k,
-        truncate=truncate,
-        logits=logits,
-    )
-    if features is None:
-        fill_inputs(request, inputs, pairs)
-        return request
-    embed = features.to_request(inputs, pairs, info)
-    for name in SHARED_FIELDS:
-        value = getattr(embed, name)
-        if isinstance(value, str | int | bool):
-            setattr(request, name, value)
-        else:
-            getattr(request, name).extend(value)
-    request.truncate = truncate
-    return request

@@ -32,14 +32,7 @@ class Timing:
 
     @classmethod
     def from_pb(cls, timing: pb.Timing) -> Timing:
-        return cls(
-            tokenization_ns=timing.tokenization_ns,
-            queue_ns=timing.queue_ns,
-            inference_ns=timing.inference_ns,
-            total_ns=timing.total_ns,
-            tokens=timing.tokens,
-            computed_tokens=timing.computed_tokens,
-        )
+        return cls(**{name: getattr(timing, name) for name in cls.__dataclass_fields__})
 
 
 def split_rows(packed: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -81,6 +74,12 @@ class EmbedResult:
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    @classmethod
+    def from_pb(cls, response: pb.EmbedResponse, num_layers: int | None = None) -> EmbedResult:
+        """From a whole answer (a unary Embed's; ``num_layers`` as for ``from_outputs``)."""
+        outputs = {piece.name: tensor_to_numpy(piece.tensor) for piece in response.outputs}
+        return cls.from_outputs(response, outputs, num_layers)
 
     @classmethod
     def from_outputs(

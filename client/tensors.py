@@ -32,15 +32,6 @@ def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def float32_to_bfloat16(values: np.ndarray) -> np.ndarray:
-    """float32 -> uint16 bfloat16 bits, rounded to nearest even (what the server sends)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    rounding = ((bits >> 16) & 1) + 0x7FFF
-    rounded = ((bits + rounding) >> 16).astype(np.uint16)
-    # NaN must stay NaN: rounding could carry its payload into the exponent.
-    return np.where(np.isnan(values), ((bits >> 16) | 0x40).astype(np.uint16), rounded)
-
-
 def tensor_to_numpy(tensor: pb.Tensor, *, raw: bool = False) -> np.ndarray:
     """Decode one Tensor into a numpy array of its shape.
 
@@ -63,22 +54,6 @@ def tensor_to_numpy(tensor: pb.Tensor, *, raw: bool = False) -> np.ndarray:
     if dtype_code == pb.DTYPE_BFLOAT16 and not raw:
         return bfloat16_to_float32(array)
     return array
-
-
-def numpy_to_tensor(array: np.ndarray, dtype: str = "float32") -> pb.Tensor:
-    """Encode a numpy array as a Tensor of ``dtype`` (float32, float16, bfloat16, int32, int64)."""
-    array = np.asarray(array)
-    if dtype == "bfloat16":
-        data = float32_to_bfloat16(array).astype("<u2").tobytes()
-        code = pb.DTYPE_BFLOAT16
-    else:
-        codes = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16}
-        codes.update(int32=pb.DTYPE_INT32, int64=pb.DTYPE_INT64)
-        if dtype not in codes:
-            raise TensorError(f"unknown dtype {dtype!r}; use one of {sorted(codes)} or bfloat16")
-        code = codes[dtype]
-        data = np.ascontiguousarray(array, dtype=_NUMPY_DTYPES[code]).tobytes()
-    return pb.Tensor(dtype=code, shape=list(array.shape), data=data)
 
 
 @dataclass

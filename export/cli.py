@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-_CONFIGS = ("bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base", "bert-large")
-_VARIANTS = ("fp32", "fp32-opt", "int8", "fp16")
+from bertserve.variants import CONFIGS, DEFAULT_VARIANTS, VARIANTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,13 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--name", help="model name in the repository (default: from the source)")
     parser.add_argument(
         "--config",
-        choices=_CONFIGS,
+        choices=CONFIGS,
         help="instead of MODEL: a RANDOMLY initialised model of Google's shape (for cost)",
     )
     parser.add_argument(
         "--variants",
-        default="fp32-opt,int8",
-        help=f"comma-separated, from {','.join(_VARIANTS)} (default: fp32-opt,int8)",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, from {','.join(VARIANTS)} (default: %(default)s)",
     )
     parser.add_argument("--force", action="store_true", help="replace packages that exist")
     parser.add_argument("--no-progress", action="store_true", help="no step lines or table")

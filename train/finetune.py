@@ -31,6 +31,7 @@ from bertserve.export import ExportError, PackageExistsError, export_model
 from bertserve.export.convert import load_tokenizer, random_config
 from bertserve.export.sources import Source, check_is_bert, resolve
 from bertserve.export.validate import LabelledTexts, accuracy_and_macro_f1, softmax, torch_logits
+from bertserve.variants import DEFAULT_VARIANTS
 from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 
 from .data import Dataset, Split
@@ -389,7 +390,7 @@ def finetune(
     source = resolve(model, config)
     name = name or f"{source.default_name}-{Path(data.source).stem}"
     repo = Path(repo)
-    variants = variants or ["fp32-opt", "int8"]
+    variants = variants or list(DEFAULT_VARIANTS)
     existing = [v for v in variants if (repo / name / v).exists()]
     if existing and not force:  # said before training, not after
         raise PackageExistsError(

@@ -13,7 +13,6 @@ import grpc
 import numpy as np
 import pytest
 from bertserve.client import BertserveError, Client
-from bertserve.client.tensors import numpy_to_tensor
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc as pb_grpc
 
@@ -24,7 +23,11 @@ def answer(request: pb.EmbedRequest) -> pb.EmbedResponse:
         id=request.id,
         lengths=[3] * len(request.texts),
         outputs=[
-            pb.TensorPiece(name="sentence_embedding", total_rows=1, tensor=numpy_to_tensor(vectors))
+            pb.TensorPiece(
+                name="sentence_embedding",
+                total_rows=1,
+                tensor=pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=[1, 2], data=vectors.tobytes()),
+            )
         ],
         last=True,
     )
@@ -99,6 +102,26 @@ def test_unary_call_failing_after_its_reply_began_is_retried(flaky):
     assert (
         error.value.code is grpc.StatusCode.INVALID_ARGUMENT and error.value.details == "bad text"
     )
+
+
+def test_async_unary_call_failing_after_its_reply_began_is_retried(flaky):
+    import asyncio
+
+    from bertserve.client import AsyncClient
+
+    servicer, target = flaky
+
+    async def run():
+        async with AsyncClient(target) as client:
+            result = await client.embed(["one", "two"])
+            with pytest.raises(BertserveError) as error:
+                await client.embed(["bad"])
+            return result, error.value
+
+    result, error = asyncio.run(run())
+    assert result.sentence_embedding.tolist() == [[float(result.id), 2.0]]
+    assert servicer.unary_calls == 3 and error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.__cause__ is None and error.__suppress_context__
 
 
 def test_async_stream_sends_unanswered_requests_again(flaky):

@@ -4,21 +4,53 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 
-PRECISION = {"fp32": "fp32", "fp32-opt": "fp32", "int8": "int8", "fp16": "fp16"}
+
+@contextmanager
+def _quiet(name: str, level: int) -> Iterator[None]:
+    """During one call, the logger ``name`` and its children drop records under ``level``."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@contextmanager
+def _quiet_root(level: int) -> Iterator[None]:
+    """During one call, records logged on the root logger itself (``logging.warning(...)``)
+    under ``level`` are dropped; other loggers' records still pass through it."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= level
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def _optimizer(fp32: Path, num_heads: int, hidden_size: int, use_gpu: bool):  # noqa: ANN202
     # use_gpu=True on a CPU-only onnxruntime logs an ERROR but fuses the same graph
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.CRITICAL)
-    return optimize_model(
-        str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, use_gpu=use_gpu
-    )
+    with _quiet("onnxruntime.transformers", logging.CRITICAL):
+        return optimize_model(
+            str(fp32),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            use_gpu=use_gpu,
+        )
 
 
 def write_fp32_opt(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
@@ -72,11 +104,9 @@ def write_int8(fp32_opt: Path, out: Path) -> list[str]:
             )
         )
     ]
-    with warnings.catch_warnings():
+    # the quantizer logs its advice at WARNING on the root logger
+    with warnings.catch_warnings(), _quiet_root(logging.ERROR):
         warnings.simplefilter("ignore")
-        logging.getLogger().setLevel(
-            logging.ERROR
-        )  # the quantizer logs its advice at WARNING on root
         quantize_dynamic(
             str(fp32_opt),
             str(out),
