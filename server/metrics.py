@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bertserve.server.statistics import STATISTICS
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -71,6 +72,7 @@ class ModelMetrics:
         self._padding.observe(1 - real_tokens / max(padded_tokens, 1))
         self._real.inc(real_tokens)
         self._padded.inc(padded_tokens - real_tokens)
+        STATISTICS.batch_done(self.label, size, seconds)  # the v2 ModelStatistics' batches
 
     def queued(self, seconds: float) -> None:
         self._queue_seconds.observe(seconds)
