@@ -359,9 +359,11 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return model
 
     def _version(self, model: triton.V2Model, version: str) -> str:
-        """The variant a version names ("" = the model's default); NOT_FOUND if not served."""
+        """The variant a version names ("" = the model's default; a name or its Triton number);
+        NOT_FOUND if not served."""
         if not version:
             return self.registry.default_variants[model.model]
+        version = triton.variant_of(model.package, version)
         versions = self.registry.servable_variants(model.package)
         if version not in versions:
             raise ModelNotFound(
@@ -667,13 +669,17 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             for name in triton.names(self.registry.models):
                 model = self._model(name)
                 wanted.append((model, self.registry.servable_variants(model.package)))
-        return v2.ModelStatisticsResponse(
-            model_stats=[
-                triton.model_statistics(model.name, version, f"{model.model}/{version}", STATISTICS)
-                for model, versions in wanted
-                for version in versions
-            ]
-        )
+        stats = []
+        for model, variants in wanted:
+            numbers = triton.version_numbers(list(model.package.variants))
+            for variant in variants:
+                label = f"{model.model}/{variant}"
+                stats.append(
+                    triton.model_statistics(
+                        model.name, variant, numbers[variant], label, STATISTICS
+                    )
+                )
+        return v2.ModelStatisticsResponse(model_stats=stats)
 
     @unary("RepositoryIndex")
     async def RepositoryIndex(

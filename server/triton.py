@@ -14,6 +14,11 @@ inputs and outputs must be those of the request users typically send:
 
 Both share the repository model's variants (their versions), loaded variant and batcher;
 ModelMetadata, ModelConfig and ModelInfer answer each name with the same inputs and outputs.
+**Versions** are the variants' names (``fp32``, ``fp32-opt``, ``int8``, ...) or, as Triton
+numbers its versions, their numbers (:func:`version_numbers`: fp32 1, fp32-opt 2, int8 3,
+fp16 4, others from 5 by name). ModelStatistics answers with the numbers: Triton's
+perf_analyzer reads a statistics version as an integer.
+
 A dot is allowed in Triton's model names (a repository folder name) and in KServe's v2 paths
 (``/v2/models/minilm.features``); bertserve's own model folders cannot clash with the suffix
 (:func:`resolve` prefers a repository model of the exact name).
@@ -28,7 +33,7 @@ from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.inference import model_config_pb2 as mc
 from bertserve.server.config import BatchSettings, ServerConfig
 from bertserve.server.errors import InvalidArgument
-from bertserve.server.repository import ModelPackage
+from bertserve.server.repository import VARIANT_ORDER, ModelPackage
 from bertserve.server.statistics import RequestStatistics, Statistics
 
 FEATURES = ".features"
@@ -146,6 +151,19 @@ class V2Model:
         )
 
 
+def version_numbers(variants: list[str]) -> dict[str, str]:
+    """Each variant's Triton version number, the same on every replica of a repository."""
+    known = {name: index + 1 for index, name in enumerate(VARIANT_ORDER)}
+    others = sorted(v for v in variants if v not in known)
+    return {v: str(known[v] if v in known else len(known) + 1 + others.index(v)) for v in variants}
+
+
+def variant_of(model: ModelPackage, version: str) -> str:
+    """The variant a version names: its name, or its number (else ``version`` unchanged)."""
+    by_number = {n: v for v, n in version_numbers(list(model.variants)).items()}
+    return by_number.get(version, version)
+
+
 def resolve(models: dict[str, ModelPackage], name: str) -> V2Model | None:
     """The v2 model called ``name``, or None when it names no repository model: a repository
     model of that exact name, else ``MODEL.features`` of a repository model MODEL."""
@@ -234,11 +252,12 @@ def _duration(duration: Any) -> v2.StatisticDuration:
 
 
 def model_statistics(
-    name: str, version: str, label: str, statistics: Statistics
+    name: str, variant: str, version: str, label: str, statistics: Statistics
 ) -> v2.ModelStatistics:
-    """One v2 model and version's statistics: its requests, and the batches of the variant
-    (``label``) that computed them, whose batcher every name of the model shares."""
-    requests = statistics.requests.get((name, version)) or RequestStatistics()
+    """One v2 model and variant's statistics (``version``: the variant's number): its requests,
+    and the batches of the variant (``label``) that computed them, whose batcher every name of
+    the model shares."""
+    requests = statistics.requests.get((name, variant)) or RequestStatistics()
     batches = statistics.batches.get(label)
     by_size = sorted(batches.by_size.items()) if batches else []
     return v2.ModelStatistics(
