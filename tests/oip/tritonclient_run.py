@@ -97,7 +97,6 @@ def main(target: str, out: Path) -> None:
         for m in (TYPICAL, EMBEDDER, CLASSIFIER)
     }
     results["index"] = client.get_model_repository_index(as_json=True)["models"]
-    results["index_ready"] = client.get_model_repository_index(as_json=True, ready=True)
 
     # statistics: what a known number of requests (and one refused) adds
     def statistics() -> dict:
