@@ -191,7 +191,12 @@ def main(target: str, out: Path) -> None:
     infer("ids_only", EMBEDDER, [int64_input("input_ids", ids[1:])], ["sentence_embedding"])
 
     # a classifier's labels
-    infer("classify", CLASSIFIER, [text_input("TEXT", TEXTS)], ["label", "probabilities", "logits"])
+    infer(  # logits: only the .features name has them
+        "classify",
+        CLASSIFIER + ".features",
+        [text_input("TEXT", TEXTS)],
+        ["label", "probabilities", "logits"],
+    )
     infer("classify_default", CLASSIFIER, [text_input("TEXT", TEXTS)], [])
 
     # streaming (Triton's extension): answers by id, a bad request's error in-band
