@@ -205,6 +205,7 @@ def test_rolling_restart_loses_nothing_and_a_kill_only_what_was_in_flight(
     assert sent >= 160 * len(runs)
     counted = retired + sum(successes(server.target) for server in replicas.values())
     assert counted == sent, f"the replicas counted {counted} successes, perf_analyzer {sent}"
+    print(f"rolling restart: {len(runs)} perf_analyzer runs, {sent} requests, 0 errors")
 
     # 2. SIGKILL one replica under load
     calls: list[list[Call]] = [[] for _ in range(CONCURRENCY)]
@@ -221,7 +222,9 @@ def test_rolling_restart_loses_nothing_and_a_kill_only_what_was_in_flight(
         killed = time.monotonic()
         victim.process.kill()
         victim.process.wait()
-        while sum(1 for c in calls for call in c if call.started > killed) < 4 * CONCURRENCY:
+        # a loaded machine may run the process a while after SIGKILL: it dies here
+        died = time.monotonic()
+        while sum(1 for c in calls for call in c if call.started > died) < 4 * CONCURRENCY:
             assert time.monotonic() < end, "too few calls after the kill"
             time.sleep(0.05)
     finally:
@@ -230,11 +233,17 @@ def test_rolling_restart_loses_nothing_and_a_kill_only_what_was_in_flight(
             thread.join(120)
     every = [call for c in calls for call in c]
     errors = [call for call in every if call.code != grpc.StatusCode.OK]
-    # every error was in flight when the replica died: begun before, ended after the kill
-    assert all(call.started < killed < call.ended for call in errors), errors
+    # every error was in flight on the replica: begun before it died, ended after the SIGKILL
+    # (nginx logs each: "Connection reset by peer" from that replica)
+    assert all(call.started < died and call.ended > killed for call in errors), (
+        f"SIGKILL at {killed}, dead at {died}: {errors}\n{proxy.output()[-3000:]}"
+    )
     assert len(errors) <= CONCURRENCY
-    after = [call for call in every if call.started > killed]
+    after = [call for call in every if call.started > died]
     assert all(call.code == grpc.StatusCode.OK for call in after), [c for c in after if c.details]
-    recovered = min(call.ended for call in after) - killed
-    print(f"errors after the kill: {len(errors)}; first success begun after it: {recovered:.3f} s")
+    recovered = min(call.ended for call in after) - killed  # from the signal, not the death
+    print(
+        f"SIGKILL: {len(every)} calls, {len(errors)} failed (in flight at the kill), the first "
+        f"call begun after the kill answered in {recovered:.3f} s"
+    )
     assert recovered <= RECOVERY_BOUND_S
