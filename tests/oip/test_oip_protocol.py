@@ -80,9 +80,14 @@ def test_models_and_versions_not_found(stub):
         stub.ModelMetadata, v2.ModelMetadataRequest(name="nope"), grpc.StatusCode.NOT_FOUND
     )
     message = refused(
-        stub.ModelReady, v2.ModelReadyRequest(name="minilm", version="3"), grpc.StatusCode.NOT_FOUND
+        stub.ModelReady, v2.ModelReadyRequest(name="minilm", version="9"), grpc.StatusCode.NOT_FOUND
     )
-    assert "version '3' of model 'minilm' not found" in message
+    assert "version '9' of model 'minilm' not found" in message
+    # Triton's numbers name variants too: fp32-opt is 2
+    assert stub.ModelReady(v2.ModelReadyRequest(name="minilm.features", version="2")).ready
+    numbered = text_request("I love Paris")
+    numbered.model_version = "2"
+    assert stub.ModelInfer(numbered, timeout=60).model_version == "fp32-opt"
     request = text_request("x")
     request.model_version = "fp64"
     refused(stub.ModelInfer, request, grpc.StatusCode.NOT_FOUND)
@@ -287,6 +292,15 @@ def test_the_typical_model_has_only_the_typical_inputs_and_outputs(stub):
         "outputs[0].name='token_embeddings': model 'minilm' has no such output; allowed "
         "['sentence_embedding']; model 'minilm.features' has every feature"
     ) in refused(stub.ModelInfer, text_request("a", model="minilm", outputs=("token_embeddings",)))
+
+
+def test_repository_index_ready_keeps_the_ready_ones(stub):
+    every = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=30).models
+    ready = stub.RepositoryIndex(v2.RepositoryIndexRequest(ready=True), timeout=30).models
+    assert {m.state for m in ready} == {"READY"}
+    assert [m for m in every if m.state == "READY"] == list(ready)
+    assert ("minilm.features", "fp32-opt") in {(m.name, m.version) for m in ready}
+    assert all(m.reason for m in every if m.state == "UNAVAILABLE")
 
 
 def test_triton_tuning_parameters_are_ignored_others_refused(stub):
