@@ -192,7 +192,9 @@ def test_rolling_restart_loses_nothing_and_a_kill_only_what_was_in_flight(
         for port in list(proxy.ports):
             proxy.reload(down={port})  # out of the proxy; its calls finish
             old = replicas[port]
-            retired += successes(old.target)
+            served = successes(old.target)
+            assert served > 0, "the load reached every replica before its restart"
+            retired += served
             assert old.stop(timeout=60) == 0, old.output()[-3000:]  # SIGTERM: drained
             start(port)  # a fresh replica, SERVING
             proxy.reload()
