@@ -686,37 +686,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> v2.RepositoryIndexResponse:
         """Every v2 model and version with its state; ``ready`` keeps the READY ones."""
-        registry, limit = self.registry, self.config.max_loaded_variants
-        entries = []
-        for name in triton.names(registry.models):
-            model = self._model(name)
-            versions = dict.fromkeys(registry.servable_variants(model.package))
-            versions.update(dict.fromkeys(v for (m, v) in registry.failed if m == model.model))
-            for version in versions:
-                key = (model.model, version)
-                entries.append(
-                    triton.index_entry(
-                        name,
-                        version,
-                        loaded=key in registry.loaded,
-                        failed=registry.failed.get(key),
-                        room=len(registry.loaded) < limit,
-                        limit=limit,
-                    )
-                )
-        refused = sorted({m for (m, _) in registry.failed if m not in registry.models})
-        for model_name in refused:  # every package of these was refused
-            for (m, version), why in registry.failed.items():
-                if m == model_name:
-                    for name in (m, m + triton.FEATURES):
-                        entries.append(
-                            v2.RepositoryIndexResponse.ModelIndex(
-                                name=name, version=version, state="UNAVAILABLE", reason=why
-                            )
-                        )
-        if request.ready:
-            entries = [entry for entry in entries if entry.state == "READY"]
-        return v2.RepositoryIndexResponse(models=entries)
+        registry = self.registry
+        return triton.repository_index(
+            registry.models,
+            {name: registry.servable_variants(model) for name, model in registry.models.items()},
+            registry.failed,
+            set(registry.loaded),
+            self.config.max_loaded_variants,
+            ready_only=request.ready,
+        )
 
 
 def _version() -> str:

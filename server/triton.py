@@ -298,3 +298,45 @@ def index_entry(
             reason=f"not loaded: max_loaded_variants={limit} variants are loaded already",
         )
     return entry(name=name, version=version, state="READY", reason="loads on its first request")
+
+
+def repository_index(
+    models: dict[str, ModelPackage],
+    servable: dict[str, list[str]],
+    failed: dict[tuple[str, str], str],
+    loaded: set[tuple[str, str]],
+    limit: int,
+    *,
+    ready_only: bool = False,
+) -> v2.RepositoryIndexResponse:
+    """Both v2 names of every model with each variant (``servable``, and those refused at
+    load), and of the models whose every package was refused (UNAVAILABLE, with why)."""
+    entries = []
+    room = len(loaded) < limit
+    for model in sorted(models):
+        variants = dict.fromkeys(servable[model])
+        variants.update(dict.fromkeys(v for (m, v) in failed if m == model))
+        for name in (model, model + FEATURES):
+            for variant in variants:
+                key = (model, variant)
+                entries.append(
+                    index_entry(
+                        name,
+                        variant,
+                        loaded=key in loaded,
+                        failed=failed.get(key),
+                        room=room,
+                        limit=limit,
+                    )
+                )
+    for (model, variant), why in sorted(failed.items()):
+        if model not in models:
+            for name in (model, model + FEATURES):
+                entries.append(
+                    v2.RepositoryIndexResponse.ModelIndex(
+                        name=name, version=variant, state="UNAVAILABLE", reason=why
+                    )
+                )
+    if ready_only:
+        entries = [entry for entry in entries if entry.state == "READY"]
+    return v2.RepositoryIndexResponse(models=entries)

@@ -169,3 +169,26 @@ def test_triton_only_parameters_are_ignored_others_refused():
     with pytest.raises(InvalidArgument, match="'triton_something_else'.*not a parameter"):
         read_options(request.parameters)
     assert set(triton.IGNORED_PARAMETERS) == {"triton_enable_empty_final_response"}
+
+
+def test_the_index_lists_both_names_of_every_variant_and_the_refused():
+    failed = {("minilm", "fp16"): "fp16: no CUDA", ("gone", "fp32"): "manifest unreadable"}
+    index = triton.repository_index(
+        MODELS,
+        {"minilm": ["fp32", "fp32-opt", "int8"], "sentiment": ["fp32"]},
+        failed,
+        {("minilm", "fp32-opt")},
+        limit=4,
+    )
+    got = {(m.name, m.version): (m.state, m.reason) for m in index.models}
+    assert got[("minilm", "fp32-opt")] == got[("minilm.features", "fp32-opt")] == ("READY", "")
+    assert got[("minilm", "fp16")] == ("UNAVAILABLE", "fp16: no CUDA")
+    assert got[("gone.features", "fp32")] == ("UNAVAILABLE", "manifest unreadable")
+    assert len(got) == 2 * (4 + 1 + 1)
+    ready = triton.repository_index(
+        MODELS, {"minilm": ["fp32"], "sentiment": []}, {}, set(), 4, ready_only=True
+    )
+    assert {(m.name, m.version) for m in ready.models} == {
+        ("minilm", "fp32"),
+        ("minilm.features", "fp32"),
+    }
