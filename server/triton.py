@@ -50,7 +50,6 @@ IGNORED_PARAMETERS = (
 )
 TEXT_INPUTS = ("TEXT", "TEXT_PAIR")
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-CLASSIFIER_OUTPUTS = ("logits", "probabilities", "label")
 DATA_TYPES = {
     "BYTES": mc.TYPE_STRING,
     "INT64": mc.TYPE_INT64,
