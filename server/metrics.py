@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+from bertserve.server.statistics import STATISTICS
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
@@ -84,6 +85,7 @@ class ModelMetrics:
         self._padding.observe(1 - real_tokens / max(padded_tokens, 1))
         self._real.inc(real_tokens)
         self._padded.inc(padded_tokens - real_tokens)
+        STATISTICS.batch_done(self.label, size, seconds)  # the v2 ModelStatistics' batches
 
     def queued(self, seconds: float) -> None:
         self._queue_seconds.observe(seconds)

@@ -5,6 +5,10 @@ Each model of the repository is a v2 model; its versions are its variants (``fp3
 ``fp32-opt``, ``int8``, ...): the spec's version is how a caller picks one artifact of a model,
 ModelReady and ModelMetadata take it, and ModelInferResponse names the one that answered.
 
+Each model is two v2 models (server/triton.py): ``MODEL``, with the inputs and outputs of a
+typical request (``TEXT`` in; ``sentence_embedding``, or a classifier's ``label`` and
+``probabilities``, out), and ``MODEL.features`` with all of them, below.
+
 Inputs: ``TEXT`` (BYTES, [batch] or [batch, 1]) with an optional ``TEXT_PAIR``, or token ids
 ``input_ids`` (INT64 [batch, seq]) with optional ``attention_mask`` and ``token_type_ids``;
 trailing positions whose attention mask is 0 are the client's padding and are dropped.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +33,7 @@ import grpc
 import numpy as np
 from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.inference import grpc_service_pb2_grpc
-from bertserve.server import protocol
+from bertserve.server import protocol, triton
 from bertserve.server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -38,7 +43,6 @@ from bertserve.server.errors import (
 from bertserve.server.features import FeatureSpec, convert, softmax
 from bertserve.server.limits import check_sequence_count
 from bertserve.server.models import EmbedResult, LoadedVariant
-from bertserve.server.repository import ModelPackage
 from bertserve.server.servicer import (
     Admit,
     BertServicer,
@@ -47,11 +51,12 @@ from bertserve.server.servicer import (
     check_classifier,
     unary,
 )
+from bertserve.server.statistics import STATISTICS
 from bertserve.v1 import bertserve_pb2 as pb
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-PLATFORM = "onnxruntime_onnx"  # Triton's name for an ONNX model run by onnxruntime
-EXTENSIONS = ("parameters",)
+PLATFORM = triton.PLATFORM
+EXTENSIONS = triton.EXTENSIONS
 
 TEXT_INPUTS = ("TEXT", "TEXT_PAIR")
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -90,6 +95,8 @@ def read_options(parameters: Any) -> Options:
     """Options from ModelInferRequest.parameters; INVALID_ARGUMENT naming what is allowed."""
     values: dict[str, Any] = {}
     for name, parameter in parameters.items():
+        if name in triton.IGNORED_PARAMETERS:
+            continue
         if name not in PARAMETERS:
             raise InvalidArgument(
                 f"parameters[{name!r}]: not a parameter of this server; allowed {list(PARAMETERS)}"
@@ -167,7 +174,7 @@ def _pack_bytes(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
-def read_inputs(request: v2.ModelInferRequest) -> dict[str, Any]:
+def read_inputs(request: v2.ModelInferRequest, model: triton.V2Model) -> dict[str, Any]:
     """Each input by name: a list of str (TEXT, TEXT_PAIR) or an int64 array [batch, seq]."""
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
@@ -178,8 +185,7 @@ def read_inputs(request: v2.ModelInferRequest) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for index, tensor in enumerate(request.inputs):
         name = tensor.name
-        if name not in INPUTS:
-            raise InvalidArgument(f"inputs[{index}].name={name!r}: not an input; allowed {INPUTS}")
+        model.check_input(index, name)
         if name in found:
             raise InvalidArgument(f"inputs[{index}]: {name} given twice; allowed once")
         datatype = "BYTES" if name in TEXT_INPUTS else "INT64"
@@ -339,18 +345,26 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- models and versions ---------------------------------------------------------------
 
-    def _model(self, name: str) -> ModelPackage:
+    def _model(self, name: str) -> triton.V2Model:
+        models = self.registry.models
         if not name:
-            raise InvalidArgument(
-                f"model name: empty; allowed one of {sorted(self.registry.models)}"
-            )
-        return self.registry.model(name)
+            raise InvalidArgument(f"model name: empty; allowed one of {triton.names(models)}")
+        model = triton.resolve(models, name)
+        if model is None:
+            base = name.removesuffix(triton.FEATURES)
+            refused = [why for (m, _), why in self.registry.failed.items() if m == base]
+            if refused:
+                raise FailedPrecondition(refused[0])
+            raise ModelNotFound(f"model {name!r} not found; this server has {triton.names(models)}")
+        return model
 
-    def _version(self, model: ModelPackage, version: str) -> str:
-        """The variant a version names ("" = the model's default); NOT_FOUND if not served."""
+    def _version(self, model: triton.V2Model, version: str) -> str:
+        """The variant a version names ("" = the model's default; a name or its Triton number);
+        NOT_FOUND if not served."""
         if not version:
-            return self.registry.default_variants[model.name]
-        versions = self.registry.servable_variants(model)
+            return self.registry.default_variants[model.model]
+        version = triton.variant_of(model.package, version)
+        versions = self.registry.servable_variants(model.package)
         if version not in versions:
             raise ModelNotFound(
                 f"version {version!r} of model {model.name!r} not found; its versions (the "
@@ -358,34 +372,22 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             )
         return version
 
-    def _output_names(self, model: ModelPackage) -> dict[str, tuple[str, list[int]]]:
+    def _output_names(self, model: triton.V2Model) -> dict[str, tuple[str, list[int]]]:
         """Every output of ``model``: name -> (datatype, shape)."""
-        manifest = model.manifest
-        hidden, top = int(manifest["hidden_size"]), int(manifest["num_layers"])
-        outputs = {
-            "sentence_embedding": ("FP32", [-1, hidden]),
-            "token_embeddings": ("FP32", [-1, -1, hidden]),
-            "hidden_states": ("FP32", [-1, -1, -1, hidden]),
-            **{f"hidden_states.{i}": ("FP32", [-1, -1, hidden]) for i in range(top + 1)},
-            "lengths": ("INT64", [-1]),
-        }
-        labels = self.registry.labels(model.name)
-        if labels:
-            outputs["logits"] = outputs["probabilities"] = ("FP32", [-1, len(labels)])
-            outputs["label"] = ("BYTES", [-1])
-        return outputs
+        return {name: (t.datatype, list(t.shape)) for name, t in model.outputs.items()}
 
     # -- inference -------------------------------------------------------------------------
 
     def _embed_request(
         self,
         request: v2.ModelInferRequest,
+        model: triton.V2Model,
         variant: LoadedVariant,
         options: Options,
         names: list[str],
     ) -> tuple[pb.EmbedRequest, FeatureSpec]:
         """The bertserve.v1 request and features that answer a v2 request's outputs."""
-        inputs = read_inputs(request)
+        inputs = read_inputs(request, model)
         top = variant.num_layers
         embed = pb.EmbedRequest(
             id=request.id,
@@ -426,6 +428,11 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             if "TEXT_PAIR" in inputs:
                 raise InvalidArgument("TEXT_PAIR without TEXT; allowed only beside TEXT")
             embed.sequences.extend(_sequences(inputs, variant))
+        elif not model.features:
+            raise InvalidArgument(
+                f"no TEXT among the inputs {list(inputs)}; model {model.name!r} takes TEXT "
+                "(BYTES [batch] or [batch, 1])"
+            )
         else:
             raise InvalidArgument(
                 f"no TEXT and no input_ids among the inputs {list(inputs)}; allowed TEXT (BYTES, "
@@ -442,12 +449,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             return embed, FeatureSpec(num_layers=top, logits=True)
         return embed, dataclasses.replace(protocol.feature_spec(embed, variant), logits=logits)
 
-    def _requested(self, request: v2.ModelInferRequest, model: ModelPackage) -> dict[str, str]:
+    def _requested(self, request: v2.ModelInferRequest, model: triton.V2Model) -> dict[str, str]:
         """The outputs asked for, checked: the name asked -> the output it is (hidden_states.-1
         is the last layer's). None asked: the sentence embedding, or a classifier's label and
         probabilities."""
         available = self._output_names(model)
-        top = int(model.manifest["num_layers"])
+        top = int(model.package.manifest["num_layers"])
         names: dict[str, str] = {}
         for index, output in enumerate(request.outputs):
             asked = name = output.name
@@ -461,18 +468,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 if int(layer) >= -(top + 1):
                     name = f"hidden_states.{int(layer) % (top + 1)}"
             if name not in available:
-                raise InvalidArgument(
-                    f"outputs[{index}].name={asked!r}: model {model.name!r} has no such output; "
-                    f"allowed {list(available)} (hidden_states.-1 … count from the last)"
-                )
+                raise model.no_such_output(index, asked)
             if name in names.values():
                 raise InvalidArgument(f"outputs[{index}]: {name} asked for twice; allowed once")
             names[asked] = name
         if not names:
-            defaults = (
-                ("label", "probabilities") if "label" in available else ("sentence_embedding",)
-            )
-            names = {name: name for name in defaults}
+            names = {name: name for name in model.default_outputs}
         if list(names.values()) == ["lengths"]:
             raise InvalidArgument(
                 "outputs: only lengths asked for; ask for a feature too (e.g. sentence_embedding)"
@@ -483,15 +484,35 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: v2.ModelInferRequest, timeout: float | None, admit: Admit
     ) -> v2.ModelInferResponse:
         """Answer one ModelInferRequest through the bertserve.v1 machinery."""
+        started = time.monotonic_ns()
         model = self._model(request.model_name)
         version = self._version(model, request.model_version)
-        variant = await self.registry.variant(model.name, version)
-        options = read_options(request.parameters)
-        names = self._requested(request, model)
-        embed, spec = self._embed_request(request, variant, options, list(names.values()))
-        result, _ = await self.bert.compute(embed, variant, spec, timeout, admit)
-        response = self._response(request, variant, names, result, options)
-        check_answer_size(response.ByteSize(), *self.answer_limit, estimated=False)
+        try:
+            variant = await self.registry.variant(model.model, version)
+            options = read_options(request.parameters)
+            names = self._requested(request, model)
+            embed, spec = self._embed_request(
+                request, model, variant, options, list(names.values())
+            )
+            computing = time.monotonic_ns()
+            result, tokenizing_ns = await self.bert.compute(embed, variant, spec, timeout, admit)
+            answering = time.monotonic_ns()
+            response = self._response(request, variant, names, result, options)
+            check_answer_size(response.ByteSize(), *self.answer_limit, estimated=False)
+        except Exception:
+            STATISTICS.failed(model.name, version, time.monotonic_ns() - started)
+            raise
+        done = time.monotonic_ns()
+        STATISTICS.succeeded(
+            model.name,
+            version,
+            sequences=len(result.lengths),
+            total_ns=done - started,
+            queue_ns=result.queue_ns,
+            input_ns=computing - started + tokenizing_ns,
+            infer_ns=result.inference_ns,
+            output_ns=done - answering,
+        )
         return response
 
     def _response(
@@ -503,7 +524,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         options: Options,
     ) -> v2.ModelInferResponse:
         response = v2.ModelInferResponse(
-            model_name=variant.model.name, model_version=variant.package.name, id=request.id
+            model_name=request.model_name, model_version=variant.package.name, id=request.id
         )
         outputs, lengths = result.outputs, result.lengths
         top = variant.num_layers
@@ -556,7 +577,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             model = self._model(request.name)
         except FailedPrecondition:  # a model whose every package was refused at load
             return v2.ModelReadyResponse(ready=False)
-        key = (model.name, self._version(model, request.version))
+        key = (model.model, self._version(model, request.version))
         loadable = key not in self.registry.failed and (
             len(self.registry.loaded) < self.config.max_loaded_variants
         )
@@ -576,21 +597,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> v2.ModelMetadataResponse:
         model = self._model(request.name)
         self._version(model, request.version)
-        tensor = v2.ModelMetadataResponse.TensorMetadata
-        return v2.ModelMetadataResponse(
-            name=model.name,
-            versions=self.registry.servable_variants(model),
-            platform=PLATFORM,
-            inputs=[
-                tensor(name="TEXT", datatype="BYTES", shape=[-1]),
-                tensor(name="TEXT_PAIR", datatype="BYTES", shape=[-1]),
-                *(tensor(name=name, datatype="INT64", shape=[-1, -1]) for name in TOKEN_INPUTS),
-            ],
-            outputs=[
-                tensor(name=name, datatype=datatype, shape=shape)
-                for name, (datatype, shape) in self._output_names(model).items()
-            ],
-        )
+        return triton.metadata(model, self.registry.servable_variants(model.package))
 
     @unary("ModelInfer")
     async def ModelInfer(
@@ -628,6 +635,66 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         stream = self.bert.stream("ModelStreamInfer", request_iterator, context, work, failed)
         async for response in stream:
             yield response
+
+    # -- Triton's model APIs (server/triton.py builds the answers) ---------------------------
+
+    @unary("ModelConfig")
+    async def ModelConfig(
+        self, request: v2.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ModelConfigResponse:
+        model = self._model(request.name)
+        version = self._version(model, request.version)
+        settings = self.config.batch_settings(model.model)
+        return v2.ModelConfigResponse(
+            config=triton.model_config(model, version, settings, self.config)
+        )
+
+    @unary("ModelStatistics")
+    async def ModelStatistics(
+        self, request: v2.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> v2.ModelStatisticsResponse:
+        """Every model and version, or the one asked for (``version`` needs ``name``)."""
+        if request.version and not request.name:
+            raise InvalidArgument("version without name; allowed: a name, or neither")
+        if request.name:
+            model = self._model(request.name)
+            versions = (
+                [self._version(model, request.version)]
+                if request.version
+                else self.registry.servable_variants(model.package)
+            )
+            wanted = [(model, versions)]
+        else:
+            wanted = []
+            for name in triton.names(self.registry.models):
+                model = self._model(name)
+                wanted.append((model, self.registry.servable_variants(model.package)))
+        stats = []
+        for model, variants in wanted:
+            numbers = triton.version_numbers(list(model.package.variants))
+            for variant in variants:
+                label = f"{model.model}/{variant}"
+                stats.append(
+                    triton.model_statistics(
+                        model.name, variant, numbers[variant], label, STATISTICS
+                    )
+                )
+        return v2.ModelStatisticsResponse(model_stats=stats)
+
+    @unary("RepositoryIndex")
+    async def RepositoryIndex(
+        self, request: v2.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> v2.RepositoryIndexResponse:
+        """Every v2 model and version with its state; ``ready`` keeps the READY ones."""
+        registry = self.registry
+        return triton.repository_index(
+            registry.models,
+            {name: registry.servable_variants(model) for name, model in registry.models.items()},
+            registry.failed,
+            set(registry.loaded),
+            self.config.max_loaded_variants,
+            ready_only=request.ready,
+        )
 
 
 def _version() -> str:

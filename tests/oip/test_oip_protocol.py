@@ -25,11 +25,14 @@ def packed(*texts: bytes) -> bytes:
     return b"".join(struct.pack("<I", len(t)) + t for t in texts)
 
 
+FULL = "minilm.features"  # every input and output of minilm (minilm: TEXT -> sentence_embedding)
+
+
 def text_request(
-    *texts: str, outputs=("sentence_embedding",), **parameters
+    *texts: str, outputs=("sentence_embedding",), model=FULL, **parameters
 ) -> v2.ModelInferRequest:
     request = v2.ModelInferRequest(
-        model_name="minilm",
+        model_name=model,
         model_version="fp32-opt",
         inputs=[Input(name="TEXT", datatype="BYTES", shape=[len(texts)])],
         raw_input_contents=[packed(*(t.encode() for t in texts))],
@@ -42,7 +45,7 @@ def text_request(
 
 
 def ids_request(ids, mask=None, types=None, datatype="INT64") -> v2.ModelInferRequest:
-    request = v2.ModelInferRequest(model_name="minilm", model_version="fp32-opt")
+    request = v2.ModelInferRequest(model_name=FULL, model_version="fp32-opt")
     for name, values in (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types)):
         if values is not None:
             array = np.asarray(values, dtype=np.int64)
@@ -70,13 +73,21 @@ def sentence(response: v2.ModelInferResponse) -> np.ndarray:
 
 
 def test_models_and_versions_not_found(stub):
-    assert "'nope' not found; this server has ['minilm', 'minilm-sentiment']" in refused(
+    assert (
+        "'nope' not found; this server has ['minilm', 'minilm.features', 'minilm-sentiment', "
+        "'minilm-sentiment.features']"
+    ) in refused(
         stub.ModelMetadata, v2.ModelMetadataRequest(name="nope"), grpc.StatusCode.NOT_FOUND
     )
     message = refused(
-        stub.ModelReady, v2.ModelReadyRequest(name="minilm", version="3"), grpc.StatusCode.NOT_FOUND
+        stub.ModelReady, v2.ModelReadyRequest(name="minilm", version="9"), grpc.StatusCode.NOT_FOUND
     )
-    assert "version '3' of model 'minilm' not found" in message
+    assert "version '9' of model 'minilm' not found" in message
+    # Triton's numbers name variants too: fp32-opt is 2
+    assert stub.ModelReady(v2.ModelReadyRequest(name="minilm.features", version="2")).ready
+    numbered = text_request("I love Paris")
+    numbered.model_version = "2"
+    assert stub.ModelInfer(numbered, timeout=60).model_version == "fp32-opt"
     request = text_request("x")
     request.model_version = "fp64"
     refused(stub.ModelInfer, request, grpc.StatusCode.NOT_FOUND)
@@ -110,15 +121,18 @@ def test_models_and_versions_not_found(stub):
         (lambda r: r.raw_input_contents.__setitem__(0, b"\x01\x00"), "inside an element's 4-byte"),
         (lambda r: r.raw_input_contents.__setitem__(0, packed(b"\xff\xfe")), "TEXT[0]: not UTF-8"),
         (lambda r: r.inputs[0].contents.bytes_contents.append(b"x"), "both contents and raw"),
-        (lambda r: r.outputs.add(name="logits"), "outputs[1].name='logits': model 'minilm' has no"),
+        (
+            lambda r: r.outputs.add(name="logits"),
+            "outputs[1].name='logits': model 'minilm.features' has no",
+        ),
         (lambda r: r.outputs.add(name="sentence_embedding"), "sentence_embedding asked for twice"),
         (
             lambda r: r.outputs.add(name="hidden_states.7"),
-            "'hidden_states.7': model 'minilm' has no",
+            "'hidden_states.7': model 'minilm.features' has no",
         ),
         (
             lambda r: r.outputs.add(name="hidden_states.-8"),
-            "'hidden_states.-8': model 'minilm' has no",
+            "'hidden_states.-8': model 'minilm.features' has no",
         ),
         (
             lambda r: r.outputs[0].parameters["classification"].__setattr__("int64_param", 2),
@@ -169,7 +183,8 @@ def test_bad_text_requests_name_what_is_wrong(stub, change, says):
         (ids_request(np.zeros((1, 0))), "input_ids: shape [1, 0]; allowed [batch, seq], each at"),
         (ids_request([[101, 102]], datatype="INT32"), "input_ids: datatype 'INT32'; allowed INT64"),
         (ids_request([[101] + [1000] * 600 + [102]]), "longer than the model's limit of 512"),
-        (v2.ModelInferRequest(model_name="minilm"), "no TEXT and no input_ids"),
+        (v2.ModelInferRequest(model_name=FULL), "no TEXT and no input_ids"),
+        (v2.ModelInferRequest(model_name="minilm"), "no TEXT among the inputs []; model 'minilm'"),
     ],
 )
 def test_bad_token_requests_name_what_is_wrong(stub, request_, says):
@@ -205,7 +220,7 @@ def test_mixed_and_conflicting_inputs(stub):
 def test_typed_contents_equal_raw_contents(stub, classifier_server):
     raw = stub.ModelInfer(text_request("I love Paris", "ok"), timeout=60)
     typed = v2.ModelInferRequest(
-        model_name="minilm",
+        model_name=FULL,
         model_version="fp32-opt",
         inputs=[Input(name="TEXT", datatype="BYTES", shape=[2, 1])],
         outputs=[Output(name="sentence_embedding"), Output(name="lengths")],
@@ -221,7 +236,7 @@ def test_typed_contents_equal_raw_contents(stub, classifier_server):
     )
     assert list(lengths.contents.int64_contents) == [5, 3]
     ids = v2.ModelInferRequest(
-        model_name="minilm",
+        model_name=FULL,
         model_version="fp32-opt",
         inputs=[Input(name="input_ids", datatype="INT64", shape=[1, 5])],
     )
@@ -234,6 +249,70 @@ def test_typed_contents_equal_raw_contents(stub, classifier_server):
         expected = client.classify(["I love Paris"], model="minilm-sentiment", variant="fp32-opt")
     (output,) = stub.ModelInfer(label, timeout=60).outputs
     assert [x.decode() for x in output.contents.bytes_contents] == expected.labels
+
+
+def test_the_typical_model_has_only_the_typical_inputs_and_outputs(stub):
+    """minilm: TEXT in, sentence_embedding out, and nothing else, said the same way by
+    ModelMetadata and ModelInfer; everything else is minilm.features'."""
+    metadata = stub.ModelMetadata(v2.ModelMetadataRequest(name="minilm"))
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("TEXT", "BYTES", [-1, 1])
+    ]
+    assert [(t.name, list(t.shape)) for t in metadata.outputs] == [
+        ("sentence_embedding", [-1, 384])
+    ]
+    classifier = stub.ModelMetadata(v2.ModelMetadataRequest(name="minilm-sentiment"))
+    assert [t.name for t in classifier.outputs] == ["label", "probabilities"]
+    full = stub.ModelMetadata(v2.ModelMetadataRequest(name=FULL))
+    assert [t.name for t in full.inputs] == [
+        "TEXT",
+        "TEXT_PAIR",
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+    ]
+    assert {"token_embeddings", "hidden_states.6", "lengths"} <= {t.name for t in full.outputs}
+    assert full.versions == metadata.versions
+    # the same texts give the same vector through either name
+    plain = stub.ModelInfer(text_request("I love Paris", model="minilm", outputs=()), timeout=60)
+    assert plain.model_name == "minilm" and [o.name for o in plain.outputs] == [
+        "sentence_embedding"
+    ]
+    assert np.array_equal(sentence(plain), sentence(stub.ModelInfer(text_request("I love Paris"))))
+    pair = text_request("a", model="minilm")
+    pair.inputs.add(name="TEXT_PAIR", datatype="BYTES", shape=[1])
+    pair.raw_input_contents.append(packed(b"b"))
+    assert "inputs[1].name='TEXT_PAIR': not an input of model 'minilm'; allowed ['TEXT']; " in (
+        refused(stub.ModelInfer, pair)
+    )
+    ids = ids_request([[101, 102]])
+    ids.model_name = "minilm"
+    assert "'minilm.features' takes" in refused(stub.ModelInfer, ids)
+    assert (
+        "outputs[0].name='token_embeddings': model 'minilm' has no such output; allowed "
+        "['sentence_embedding']; model 'minilm.features' has every feature"
+    ) in refused(stub.ModelInfer, text_request("a", model="minilm", outputs=("token_embeddings",)))
+
+
+def test_repository_index_ready_keeps_the_ready_ones(stub):
+    every = stub.RepositoryIndex(v2.RepositoryIndexRequest(), timeout=30).models
+    ready = stub.RepositoryIndex(v2.RepositoryIndexRequest(ready=True), timeout=30).models
+    assert {m.state for m in ready} == {"READY"}
+    assert [m for m in every if m.state == "READY"] == list(ready)
+    assert ("minilm.features", "fp32-opt") in {(m.name, m.version) for m in ready}
+    assert all(m.reason for m in every if m.state == "UNAVAILABLE")
+
+
+def test_triton_tuning_parameters_are_ignored_others_refused(stub):
+    """perf_analyzer sends triton_enable_empty_final_response with every request."""
+    request = text_request("I love Paris", model="minilm", triton_enable_empty_final_response=True)
+    assert sentence(stub.ModelInfer(request, timeout=60)).shape == (1, 384)
+    streamed = list(stub.ModelStreamInfer(iter([request]), timeout=60))
+    assert [a.error_message for a in streamed] == [""]
+    other = text_request("x", model="minilm", triton_made_up=True)
+    assert "parameters['triton_made_up']: not a parameter of this server" in refused(
+        stub.ModelInfer, other
+    )
 
 
 def test_stream_errors_in_band_and_goes_on(stub):

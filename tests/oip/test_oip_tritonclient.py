@@ -36,13 +36,20 @@ def test_health_and_metadata(triton_run, classifier_server):
     assert results["live"] and results["ready"] and results["still_live"]
     assert results["server"]["name"] == "bertserve"
     assert results["model_ready"] == {"default": True, VERSION: True}
-    minilm = results["metadata"]["minilm"]
-    assert minilm["name"] == "minilm" and minilm["platform"] == "onnxruntime_onnx"
-    assert set(minilm["versions"]) == {"fp32", "fp32-opt", "int8"}
+    typical = results["metadata"]["minilm"]
+    assert [(t["name"], t["datatype"], t["shape"]) for t in typical["inputs"]] == [
+        ("TEXT", "BYTES", ["-1", "1"])
+    ]
+    assert [(t["name"], t["shape"]) for t in typical["outputs"]] == [
+        ("sentence_embedding", ["-1", "384"])
+    ]
+    minilm = results["metadata"]["minilm.features"]
+    assert minilm["name"] == "minilm.features" and minilm["platform"] == "onnxruntime_onnx"
+    assert set(minilm["versions"]) == {"fp32", "fp32-opt", "int8"} == set(typical["versions"])
     inputs = {t["name"]: (t["datatype"], t["shape"]) for t in minilm["inputs"]}
     assert inputs == {
-        "TEXT": ("BYTES", ["-1"]),
-        "TEXT_PAIR": ("BYTES", ["-1"]),
+        "TEXT": ("BYTES", ["-1", "1"]),
+        "TEXT_PAIR": ("BYTES", ["-1", "1"]),
         "input_ids": ("INT64", ["-1", "-1"]),
         "attention_mask": ("INT64", ["-1", "-1"]),
         "token_type_ids": ("INT64", ["-1", "-1"]),
@@ -52,8 +59,93 @@ def test_health_and_metadata(triton_run, classifier_server):
     assert outputs["hidden_states.6"] == ("FP32", ["-1", "-1", "384"])
     assert "label" not in outputs and "hidden_states.7" not in outputs
     classifier = {t["name"]: t for t in results["metadata"]["minilm-sentiment"]["outputs"]}
+    assert list(classifier) == ["label", "probabilities"]
     assert classifier["label"]["datatype"] == "BYTES"
     assert classifier["probabilities"]["shape"] == ["-1", "3"]
+    extensions = results["server"]["extensions"]
+    assert extensions == ["parameters", "model_configuration", "statistics"]
+
+
+def test_model_config_is_what_the_server_computes(triton_run, classifier_server):
+    """get_model_config, through tritonclient, equals server/triton.py's answer from the
+    server's own batcher settings (the defaults: this server was given none)."""
+    from bertserve.server import triton
+    from bertserve.server.config import BatchSettings, ServerConfig
+    from bertserve.server.repository import scan_repository
+    from google.protobuf.json_format import MessageToDict
+
+    models = scan_repository(classifier_server.repo)
+    config = ServerConfig(repo=classifier_server.repo)
+    for name in ("minilm", "minilm.features", "minilm-sentiment"):
+        model = triton.resolve(models, name)
+        expected = triton.model_config(model, VERSION, BatchSettings(), config)
+        assert triton_run.results["config"][name] == MessageToDict(
+            expected, preserving_proto_field_name=True
+        ), name
+        metadata = triton_run.results["metadata"][name]
+        got = triton_run.results["config"][name]
+        # ModelConfig and ModelMetadata name the same tensors; dims are the shapes less batch
+        assert [i["name"] for i in got["input"]] == [t["name"] for t in metadata["inputs"]]
+        assert [o["name"] for o in got["output"]] == [t["name"] for t in metadata["outputs"]]
+        for tensor, described in zip(got["input"], metadata["inputs"], strict=True):
+            assert tensor["dims"] == described["shape"][1:]
+    typical = triton_run.results["config"]["minilm"]
+    assert typical["max_batch_size"] == BatchSettings().max_batch_size == 64
+    assert typical["dynamic_batching"]["max_queue_delay_microseconds"] == "2000"
+    assert typical["platform"] == "onnxruntime_onnx"
+    assert "optional" not in typical["input"][0]  # TEXT is required
+    features = triton_run.results["config"]["minilm.features"]
+    assert all(i["optional"] for i in features["input"])  # TEXT or input_ids, either
+    assert typical["model_transaction_policy"] == {}  # decoupled false (proto3 default)
+
+
+def test_repository_index_lists_every_model_and_variant(triton_run):
+    index = {(m["name"], m["version"]): m for m in triton_run.results["index"]}
+    names = ("minilm", "minilm.features", "minilm-sentiment", "minilm-sentiment.features")
+    metadata = triton_run.results["metadata"]
+    versions = {name: metadata[name]["versions"] for name in ("minilm", "minilm-sentiment")}
+    assert set(versions["minilm"]) == {"fp32", "fp32-opt", "int8"}
+    expected = {
+        (name, version) for name in names for version in versions[name.removesuffix(".features")]
+    }
+    assert set(index) == expected
+    # the served defaults are loaded; the rest load on their first request
+    assert index[("minilm", "fp32-opt")] == {
+        "name": "minilm",
+        "version": "fp32-opt",
+        "state": "READY",
+    }
+    assert index[("minilm", "fp32")]["state"] == "READY"  # loaded, or loads when first asked
+    assert index[("minilm", "fp32")].get("reason", "loads on its first request") == (
+        "loads on its first request"
+    )
+
+
+def test_statistics_count_the_requests_sent(triton_run):
+    before, after = triton_run.results["statistics_before"], triton_run.results["statistics_after"]
+    # asked by the variant's name, answered with its Triton number (fp32-opt is 2)
+    assert after["name"] == "minilm" and after["version"] == "2"
+
+    def grew(stats_key: str, field: str = "count") -> int:
+        def value(stats: dict) -> int:
+            return int(stats.get("inference_stats", {}).get(stats_key, {}).get(field, 0))
+
+        return value(after) - value(before)
+
+    sent = 5  # tritonclient_run.STATISTICS_REQUESTS, of 3 texts each
+    assert grew("success") == sent
+    assert grew("fail") == 1  # the request that asked for an output minilm has not
+    assert triton_run.results["statistics_refused"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    for key in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert grew(key) == sent, key
+        assert grew(key, "ns") > 0, key
+    assert int(after["inference_count"]) - int(before.get("inference_count", 0)) == 3 * sent
+    assert int(after["execution_count"]) >= int(before.get("execution_count", 0)) + 1
+    batches = {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in after["batch_stats"]}
+    assert sum(batches.values()) == int(after["execution_count"])
+    assert int(after["last_inference"]) > 0
+    listed = {tuple(pair) for pair in triton_run.results["statistics_all"]}
+    assert ("minilm", "2") in listed and ("minilm-sentiment.features", "1") in listed
 
 
 def test_text_in_equals_embed(triton_run, client):

@@ -19,7 +19,9 @@ from tritonclient.utils import InferenceServerException
 
 TEXTS = ["I love Paris", "Paris is lovely in the spring, they say", "ok"]
 PAIRS = ["Do you?", "Who says so", "fine"]
-EMBEDDER, CLASSIFIER = "minilm", "minilm-sentiment"
+# minilm: TEXT -> sentence_embedding; minilm.features: every input and output
+TYPICAL, EMBEDDER, CLASSIFIER = "minilm", "minilm.features", "minilm-sentiment"
+STATISTICS_REQUESTS = 5
 VERSION = "fp32-opt"
 
 
@@ -88,18 +90,44 @@ def main(target: str, out: Path) -> None:
     results["ready"] = client.is_server_ready()
     results["server"] = client.get_server_metadata(as_json=True)
     results["metadata"] = {
-        m: client.get_model_metadata(m, as_json=True) for m in (EMBEDDER, CLASSIFIER)
+        m: client.get_model_metadata(m, as_json=True) for m in (TYPICAL, EMBEDDER, CLASSIFIER)
     }
+    results["config"] = {
+        m: client.get_model_config(m, VERSION, as_json=True)["config"]
+        for m in (TYPICAL, EMBEDDER, CLASSIFIER)
+    }
+    results["index"] = client.get_model_repository_index(as_json=True)["models"]
+
+    # statistics: what a known number of requests (and one refused) adds
+    def statistics() -> dict:
+        (stats,) = client.get_inference_statistics(TYPICAL, VERSION, as_json=True)["model_stats"]
+        return stats
+
+    results["statistics_before"] = statistics()
+    for index in range(STATISTICS_REQUESTS):
+        client.infer(
+            TYPICAL, [text_input("TEXT", TEXTS)], model_version=VERSION, request_id=str(index)
+        )
+    results["statistics_refused"] = error_of(
+        lambda: client.infer(
+            TYPICAL, [text_input("TEXT", ["x"])], model_version=VERSION, outputs=outputs("nope")
+        )
+    )
+    results["statistics_after"] = statistics()
+    results["statistics_all"] = [
+        (s["name"], s["version"])
+        for s in client.get_inference_statistics(as_json=True)["model_stats"]
+    ]
     results["model_ready"] = {
         "default": client.is_model_ready(EMBEDDER),
         VERSION: client.is_model_ready(EMBEDDER, VERSION),
     }
 
     # text in: the default output, then every output kind with parameters
-    infer("text", EMBEDDER, [text_input("TEXT", TEXTS)], [])
+    infer("text", TYPICAL, [text_input("TEXT", TEXTS)], [])
     infer(
         "text_column",
-        EMBEDDER,
+        TYPICAL,
         [text_input("TEXT", TEXTS, [len(TEXTS), 1])],
         ["sentence_embedding"],
     )
@@ -163,7 +191,12 @@ def main(target: str, out: Path) -> None:
     infer("ids_only", EMBEDDER, [int64_input("input_ids", ids[1:])], ["sentence_embedding"])
 
     # a classifier's labels
-    infer("classify", CLASSIFIER, [text_input("TEXT", TEXTS)], ["label", "probabilities", "logits"])
+    infer(  # logits: only the .features name has them
+        "classify",
+        CLASSIFIER + ".features",
+        [text_input("TEXT", TEXTS)],
+        ["label", "probabilities", "logits"],
+    )
     infer("classify_default", CLASSIFIER, [text_input("TEXT", TEXTS)], [])
 
     # streaming (Triton's extension): answers by id, a bad request's error in-band

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from bertserve.inference import grpc_service_pb2 as v2
+from bertserve.inference import model_config_pb2 as mc
 from bertserve.v1 import bertserve_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +21,11 @@ PROTOS = {
         "grpc_service_pb2.py",
         "grpc_service_pb2.pyi",
         "grpc_service_pb2_grpc.py",
+    ),
+    "bertserve/inference/model_config.proto": (
+        "model_config_pb2.py",
+        "model_config_pb2.pyi",
+        "model_config_pb2_grpc.py",
     ),
 }
 
@@ -92,6 +98,9 @@ def test_the_open_inference_protocol_is_the_published_wire_contract() -> None:
         "ModelMetadata",
         "ModelInfer",
         "ModelStreamInfer",
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
     ]
     stream = methods["ModelStreamInfer"]
     assert stream.client_streaming and stream.server_streaming
@@ -144,3 +153,107 @@ def test_the_open_inference_protocol_is_the_published_wire_contract() -> None:
         ("uint64_param", 5),
     ]
     assert _fields(v2.ModelReadyResponse.DESCRIPTOR) == {"ready": (1, bool_, one)}
+
+
+def test_the_model_apis_are_the_published_wire_contract() -> None:
+    """ModelConfig, ModelStatistics and RepositoryIndex as Triton's grpc_service.proto and
+    model_config.proto number them (a subset: no field kept was renumbered)."""
+    F = v2.ModelInferRequest.DESCRIPTOR.fields[0]
+    string, uint64, int32, int64, message, bool_, enum = (
+        F.TYPE_STRING,
+        F.TYPE_UINT64,
+        F.TYPE_INT32,
+        F.TYPE_INT64,
+        F.TYPE_MESSAGE,
+        F.TYPE_BOOL,
+        F.TYPE_ENUM,
+    )
+    one, many = False, True
+    assert _fields(v2.ModelConfigResponse.DESCRIPTOR) == {"config": (1, message, one)}
+    config = _fields(mc.ModelConfig.DESCRIPTOR)
+    assert {name: config[name][0] for name in config} == {
+        "name": 1,
+        "platform": 2,
+        "backend": 17,
+        "runtime": 25,
+        "max_batch_size": 4,
+        "input": 5,
+        "output": 6,
+        "dynamic_batching": 11,
+        "instance_group": 7,
+        "default_model_filename": 8,
+        "parameters": 14,
+        "model_transaction_policy": 19,
+        "response_cache": 24,
+    }
+    assert mc.ModelConfig.DESCRIPTOR.oneofs_by_name["scheduling_choice"].fields[0].number == 11
+    assert _fields(mc.ModelInput.DESCRIPTOR) == {
+        "name": (1, string, one),
+        "data_type": (2, enum, one),
+        "format": (3, enum, one),
+        "dims": (4, int64, many),
+        "reshape": (5, message, one),
+        "is_shape_tensor": (6, bool_, one),
+        "allow_ragged_batch": (7, bool_, one),
+        "optional": (8, bool_, one),
+        "is_non_linear_format_io": (9, bool_, one),
+    }
+    assert {n: v[0] for n, v in _fields(mc.ModelOutput.DESCRIPTOR).items()} == {
+        "name": 1,
+        "data_type": 2,
+        "dims": 3,
+        "reshape": 5,
+        "label_filename": 4,
+        "is_shape_tensor": 6,
+        "is_non_linear_format_io": 7,
+    }
+    assert _fields(mc.ModelDynamicBatching.DESCRIPTOR) == {
+        "preferred_batch_size": (1, int32, many),
+        "max_queue_delay_microseconds": (2, uint64, one),
+        "preserve_ordering": (3, bool_, one),
+        "priority_levels": (4, uint64, one),
+        "default_priority_level": (5, uint64, one),
+    }
+    assert mc.DataType.Value("TYPE_STRING") == 13 and mc.DataType.Value("TYPE_FP32") == 11
+    assert mc.DataType.Value("TYPE_INT64") == 9 and mc.DataType.Value("TYPE_BF16") == 14
+    assert _fields(v2.StatisticDuration.DESCRIPTOR) == {
+        "count": (1, uint64, one),
+        "ns": (2, uint64, one),
+    }
+    assert [(f.name, f.number) for f in v2.InferStatistics.DESCRIPTOR.fields] == [
+        ("success", 1),
+        ("fail", 2),
+        ("queue", 3),
+        ("compute_input", 4),
+        ("compute_infer", 5),
+        ("compute_output", 6),
+        ("cache_hit", 7),
+        ("cache_miss", 8),
+    ]
+    assert {n: v[0] for n, v in _fields(v2.ModelStatistics.DESCRIPTOR).items()} == {
+        "name": 1,
+        "version": 2,
+        "last_inference": 3,
+        "inference_count": 4,
+        "execution_count": 5,
+        "inference_stats": 6,
+        "batch_stats": 7,
+        "memory_usage": 8,
+        "response_stats": 9,
+    }
+    assert {n: v[0] for n, v in _fields(v2.InferBatchStatistics.DESCRIPTOR).items()} == {
+        "batch_size": 1,
+        "compute_input": 2,
+        "compute_infer": 3,
+        "compute_output": 4,
+    }
+    assert _fields(v2.RepositoryIndexRequest.DESCRIPTOR) == {
+        "repository_name": (1, string, one),
+        "ready": (2, bool_, one),
+    }
+    assert _fields(v2.RepositoryIndexResponse.ModelIndex.DESCRIPTOR) == {
+        "name": (1, string, one),
+        "version": (2, string, one),
+        "state": (3, string, one),
+        "reason": (4, string, one),
+    }

@@ -23,8 +23,9 @@ test('ModelInfer against a live server', { skip: !target && 'BERTSERVE_TARGET is
     assert.equal(await client.ready(), true);
     const metadata = await client.metadata('minilm');
     assert.ok(metadata.versions.includes('fp32-opt'));
-    assert.deepEqual(metadata.inputs[0], { name: 'TEXT', datatype: 'BYTES', shape: ['-1'] });
-    const result = await client.inferText('minilm', TEXTS, {
+    // minilm: TEXT in, sentence_embedding out; minilm.features: every input and output
+    assert.deepEqual(metadata.inputs, [{ name: 'TEXT', datatype: 'BYTES', shape: ['-1', '1'] }]);
+    const result = await client.inferText('minilm.features', TEXTS, {
       version: 'fp32-opt',
       outputs: ['sentence_embedding', 'lengths'],
       parameters: { pooling: 'mean', normalize: true },
