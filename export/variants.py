@@ -108,7 +108,7 @@ def write_int8(fp32_opt: Path, out: Path) -> dict:
         "method": "MatMulNBits, accuracy_level 4 (activations int8 per row and block)",
         "weights": f"int8 symmetric, blocks of {INT8_BLOCK} along K",
         "quantized": len(quantized),
-        "kept_fp32": ["Attention (fused QKV)"],
+        "kept_fp32": ["Attention (fused QKV)", "Gemm (pooler)"],
     }
 
 

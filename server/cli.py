@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--variant",
         action="append",
         metavar="MODEL=VARIANT",
-        help="a model's default variant, e.g. minilm=int8 (repeatable; default: int8 where it "
-        "passed validation and runs faster on this CPU, else fp32-opt; fp16 on CUDA)",
+        help="a model's default variant, e.g. minilm=int8 (repeatable; default: fp32-opt on "
+        "CPU, fp16 on CUDA; int8 only when named here, in variants: or by a request)",
     )
     parser.add_argument(
         "--instances", type=int, help="onnxruntime sessions per model variant (default 1)"
