@@ -45,20 +45,35 @@ def write_int8(fp32_opt: Path, out: Path) -> dict:
     neighbours. Here each token row has its own scales: a text gives the same vector alone and
     in any batch. The fused Attention nodes are not MatMuls and keep their QKV in fp32.
 
-    Measured on this repository's MiniLM against fp32-opt (the 30 validation texts, each alone
-    and in three mixed batches; cosine: worst mean-pooled to fp32; alone≠batch: max |Δ| of a
-    mean-pooled unit vector; speed: CPU time of the texts x 6 in length-sorted batches of 8, best
-    of 5, same threads as fp32-opt). AMD EPYC, ``lscpu`` flags avx2 fma avx512f avx512bw
-    avx512_vnni avx_vnni (a VNNI CPU: onnxruntime 1.32 picks its AVX-512 VNNI kernels); shared
-    with other jobs, load average 0.7-2 (``uptime``)::
+    Measured on this repository's MiniLM against fp32-opt (``THREADS=1`` and ``THREADS=2
+    python scripts/int8_recipes.py .cache/test-models/<key>/minilm``, onnxruntime 1.32): the 30
+    validation texts, each alone and in three mixed batches; cosine: worst mean-pooled to fp32;
+    alone≠batch: max |Δ| of a mean-pooled unit vector, alone against batched; speed: fp32-opt's
+    CPU time over the recipe's for the texts x 6 in length-sorted batches of 8 (best of 5, same
+    threads), the range over 3-4 runs with 1 thread, then one run with 2. AMD EPYC, ``lscpu``
+    flags avx2 fma avx512f avx512bw avx512vl avx512_vnni avx_vnni: a VNNI CPU, though the
+    machine was first described as AVX2-only. Two cores shared with five other engineers' jobs:
+    load average 0.7 to 12 (``uptime``), so speeds move by about ±10% between runs::
 
-    {TABLE}
+        recipe                                     1 thread   2 threads  cosine    alone≠batch
+        dynamic, per channel, 7-bit (previous)     1.17-1.27x 1.18-1.28x 0.98405   3.8e-02
+        the same, one text per run (unbatched)     0.89x      0.75x      0.98405   0
+        MatMulNBits 8-bit, block 32, acc. 4 (this) 1.01-1.16x 1.04-1.28x 0.99897   0
+        MatMulNBits 8-bit, block 16, acc. 4        1.00-1.10x 1.10-1.12x 0.99922   0
+        MatMulNBits 8-bit, block 64, acc. 4        1.04-1.24x 1.20x      0.99850   0
+        MatMulNBits 8-bit, block 128, acc. 4       1.12-1.21x 1.09x      0.99729   4.6e-03
+        MatMulNBits 8-bit, acc. 0 (weight-only)    0.65-0.82x 0.77-0.79x >=0.99938 0
+        block 32, layer 0 + post-GELU in fp32      0.93-1.09x 1.00x      0.99929   0
+        static QDQ u8/s8, layer 0 + post-GELU fp32 0.92-1.01x -          0.99914   0
 
-    A 1-thread/2-thread pair is given as 1t/2t. Blocks of 128 and dynamic int8 are faster but
-    move with their batch; weight-only 8-bit (accuracy_level 0) dequantizes to fp32 and is slower
-    than fp32-opt. Static QDQ with unsigned activations calibrated on the validation texts is
-    batch-invariant and accurate but gains nothing here. Not measured: an AVX2 CPU without VNNI
-    (the int8 kernels differ: measure before relying on the speed there).
+    Blocks of 128 move with their batch (4.6e-3; onnxruntime's kernel for that block size does
+    not keep rows apart here); weight-only 8-bit (accuracy level 0) dequantizes to fp32 and is
+    slower than fp32-opt; static QDQ with unsigned activations, calibrated (min-max) on the
+    validation texts, is batch-invariant and accurate but gains nothing here; dynamic int8 run
+    one text at a time (fastembed's way out) is invariant but slower than batched fp32-opt.
+    Blocks of 32 keep the best accuracy of the fast invariant recipes. What int8 buys on this
+    CPU is small, 0-28%: it stays opt-in (the server's default never depends on speed). Not
+    measured: an AVX2 CPU without VNNI, where onnxruntime runs other int8 kernels.
     Reproduce: ``python scripts/int8_recipes.py <repo>/minilm`` (see its docstring).
     """
     from onnx import helper, numpy_helper
