@@ -50,7 +50,7 @@ def write_int8(fp32_opt: Path, out: Path) -> dict:
     validation texts, each alone and in three mixed batches; cosine: worst mean-pooled to fp32;
     alone≠batch: max |Δ| of a mean-pooled unit vector, alone against batched; speed: fp32-opt's
     CPU time over the recipe's for the texts x 6 in length-sorted batches of 8 (best of 5, same
-    threads), the range over 3-4 runs with 1 thread, then one run with 2. AMD EPYC, ``lscpu``
+    threads), the range over 2-4 runs each. AMD EPYC, ``lscpu``
     flags avx2 fma avx512f avx512bw avx512vl avx512_vnni avx_vnni: a VNNI CPU, though the
     machine was first described as AVX2-only. Two cores shared with five other engineers' jobs:
     load average 0.7 to 12 (``uptime``), so speeds move by about ±10% between runs::
@@ -60,11 +60,11 @@ def write_int8(fp32_opt: Path, out: Path) -> dict:
         the same, one text per run (unbatched)     0.89x      0.75x      0.98405   0
         MatMulNBits 8-bit, block 32, acc. 4 (this) 1.01-1.16x 1.04-1.28x 0.99897   0
         MatMulNBits 8-bit, block 16, acc. 4        1.00-1.10x 1.10-1.12x 0.99922   0
-        MatMulNBits 8-bit, block 64, acc. 4        1.04-1.24x 1.20x      0.99850   0
-        MatMulNBits 8-bit, block 128, acc. 4       1.12-1.21x 1.09x      0.99729   4.6e-03
-        MatMulNBits 8-bit, acc. 0 (weight-only)    0.65-0.82x 0.77-0.79x >=0.99938 0
-        block 32, layer 0 + post-GELU in fp32      0.93-1.09x 1.00x      0.99929   0
-        static QDQ u8/s8, layer 0 + post-GELU fp32 0.92-1.01x -          0.99914   0
+        MatMulNBits 8-bit, block 64, acc. 4        1.04-1.24x 1.16-1.20x 0.99850   0
+        MatMulNBits 8-bit, block 128, acc. 4       1.12-1.21x 1.09-1.20x 0.99729   4.6e-03
+        MatMulNBits 8-bit, acc. 0 (weight-only)    0.65-0.82x 0.72-0.79x >=0.99938 0
+        block 32, layer 0 + post-GELU in fp32      0.93-1.09x 1.00-1.10x 0.99929   0
+        static QDQ u8/s8, layer 0 + post-GELU fp32 0.92-1.01x 1.04x      0.99914   0
 
     Blocks of 128 move with their batch (4.6e-3; onnxruntime's kernel for that block size does
     not keep rows apart here); weight-only 8-bit (accuracy level 0) dequantizes to fp32 and is
