@@ -192,7 +192,7 @@ class ModelInfo:
     variants: list[VariantInfo]
     labels: list[str]
     is_default: bool
-    default_variant_reason: str = ""  # configured, the device's default, or measured faster
+    default_variant_reason: str = ""  # configured, or the device's default
 
     @classmethod
     def from_pb(cls, info: pb.ModelInfo) -> ModelInfo:

@@ -159,16 +159,10 @@ def export_model(
                     )
                 }
         if "int8" in chosen:
-            with steps.step("quantizing to int8 (dynamic, per channel)"):
+            with steps.step("quantizing to int8 (MatMulNBits, activations per row)"):
                 files["int8"] = work / "int8.onnx"
-                kept = optimize.write_int8(files["fp32-opt"], files["int8"])
-                notes["int8"] = {
-                    "quantization": {
-                        "method": "dynamic",
-                        "weights": "int8 per channel, reduce_range (7-bit)",
-                        "kept_fp32": kept,
-                    }
-                }
+                quantization = optimize.write_int8(files["fp32-opt"], files["int8"])
+                notes["int8"] = {"quantization": quantization}
         if "fp16" in chosen:
             with steps.step("converting to fp16 (fused, for CUDA)"):
                 files["fp16"] = work / "fp16.onnx"

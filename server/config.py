@@ -118,7 +118,7 @@ class ServerConfig:
         flag="--variant",
         append=True,
         factory=dict,
-        shown="int8 where it passed validation and runs faster here, else fp32-opt; fp16 on CUDA",
+        shown="fp32-opt on CPU, fp16 on CUDA; int8 only when named here or by a request",
     )
     intra_op_threads: int = setting(
         0, "threads per onnxruntime session", shown="0: the CPUs this process may use / instances"

@@ -22,7 +22,7 @@ from bertserve.server.repository import (
     scrub,
     verify_package,
 )
-from bertserve.server.runtime import ModelRuntime, cpu_features
+from bertserve.server.runtime import ModelRuntime
 from bertserve.server.tokenize import Sequence, TextTokenizer
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,13 @@ log = logging.getLogger(__name__)
 # Batches timed at warm-up to fit each variant's cost model (cut to the model's limit): short
 # and long, single and batched, so the fixed, per-token and attention costs all show.
 COST_SHAPES = ((1, 8), (1, 64), (8, 16), (8, 64), (2, 256))
-# int8 is the default only when it is at least this much faster at load (else the noise of a
-# shared machine could flip the choice back and forth between restarts).
-INT8_MIN_SPEEDUP = 1.05
+# What an int8 export's validation must show to count as validated (export/validate.py
+# writes both into the manifest): the worst mean-pooled cosine to PyTorch over the hard
+# texts, and the largest change of a mean-pooled unit vector between a text alone and the
+# same text inside a batch of long texts. int8 is never the default by speed: a default
+# chosen by a stopwatch changes between restarts, and indexed vectors with it.
+INT8_MIN_COSINE = 0.995
+INT8_MAX_BATCH_DELTA = 1e-3
 
 
 @dataclass
@@ -96,11 +100,6 @@ class LoadedVariant:
             "measured the batch cost",
             extra={"model": self.label, "cost": self.batcher.cost.describe()},
         )
-
-    @property
-    def measured_seconds(self) -> float:
-        """The warm-up batches' total time (0 when not measured)."""
-        return sum(seconds for *_, seconds in self.cost_samples)
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -199,14 +198,29 @@ class LoadedVariant:
 
 
 def int8_validated(manifest: dict[str, Any]) -> tuple[bool, str]:
-    """Whether an int8 variant's export validation lets it serve by default, and why."""
+    """Whether an int8 package's export validation meets both thresholds, and why.
+
+    Validated means a worst mean-pooled cosine to PyTorch of at least ``INT8_MIN_COSINE``
+    and vectors that move by at most ``INT8_MAX_BATCH_DELTA`` between a text alone and
+    batched; a package exported before the batch check existed is not validated.
+    """
     validation = manifest.get("validation") or {}
     cosine = (validation.get("cosine") or {}).get("mean")
+    delta = (validation.get("batch_invariance") or {}).get("max_abs")
     if not validation.get("ran") or cosine is None:
         return False, "has no validation record"
-    if not validation.get("passed") or validation.get("flagged"):
-        return False, f"failed validation (worst mean-pooled cosine {cosine:.4f} to PyTorch)"
-    return True, f"validation passed (worst mean-pooled cosine {cosine:.4f} to PyTorch)"
+    if delta is None:
+        return False, (
+            f"has no batch-invariance record (worst mean-pooled cosine {cosine:.4f} to "
+            "PyTorch; re-export it to measure a text alone against batched)"
+        )
+    facts = (
+        f"worst mean-pooled cosine {cosine:.4f} to PyTorch, min {INT8_MIN_COSINE}; a text alone "
+        f"and batched differ by up to {delta:.1e}, max {INT8_MAX_BATCH_DELTA:.0e}"
+    )
+    if not validation.get("passed") or cosine < INT8_MIN_COSINE or delta > INT8_MAX_BATCH_DELTA:
+        return False, f"failed validation ({facts})"
+    return True, f"passed validation ({facts})"
 
 
 class ModelRegistry:
@@ -251,12 +265,25 @@ class ModelRegistry:
             self.default_reasons[name] = (
                 f"configured (variants.{name}: {variant})"
                 if name in config.variants
-                else f"{variant}: the {'CUDA' if config.device == 'cuda' else 'CPU'} default"
+                else self._default_reason(model, variant)
             )
         self.loaded: dict[tuple[str, str], LoadedVariant] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         # variants being loaded on demand: counted against max_loaded_variants with the loaded
         self._loading: set[tuple[str, str]] = set()
+
+    def _default_reason(self, model: ModelPackage, variant: str) -> str:
+        """Why an unconfigured model serves ``variant``: the device's default, never a timing."""
+        device = "CUDA" if self.config.device == "cuda" else "CPU"
+        reason = f"{variant}: the {device} default"
+        if variant != model.default_variant(self.config.device):
+            reason = f"{variant}: the first of the allowed variants (allowed_variants)"
+        if "int8" in model.variants and variant != "int8":
+            _, why = int8_validated(model.variants["int8"].manifest)
+            reason += (
+                f"; int8 serves only when configured (--variant, variants:, per request): {why}"
+            )
+        return reason
 
     def _load(self, name: str, variant: str) -> LoadedVariant:
         started = time.monotonic()
@@ -293,53 +320,14 @@ class ModelRegistry:
         """Load and warm up each model's default variant (blocking; called before serving).
 
         A model whose package is damaged or fails to load is refused and logged, and the others
-        serve; only when none loads is it an error.
-
-        On a CPU, a model whose int8 variant passed validation gets int8 as its default only
-        when int8 also ran its warm-up batches faster than the fp32 default on this CPU (int8
-        gains depend on the CPU's instructions: VNNI, AVX-512, or only AVX2).
+        serve; only when none loads is it an error. Only the default variants load here: the
+        warm-up timings fit each batcher's cost model and never change which variant answers.
         """
         for name, variant in self.default_variants.items():
             try:
-                fp32 = self._load(name, variant)
+                self._load(name, variant)
             except Exception as error:
                 self.default_reasons[name] = self._refuse(name, variant, error)
-                continue
-            model = self.models[name]
-            if name in self.config.variants or self.config.device != "cpu":
-                continue
-            if "int8" not in model.variants or variant == "int8":
-                continue
-            if self.config.allowed_variants and "int8" not in self.config.allowed_variants:
-                continue
-            usable, why = int8_validated(model.variants["int8"].manifest)
-            if not usable:
-                self.default_reasons[name] = f"{variant}: int8 {why}"
-                continue
-            if not self.config.warmup:
-                self.default_reasons[name] = f"{variant}: int8 not measured (warmup is off)"
-                continue
-            try:
-                int8 = self._load(name, "int8")
-            except Exception as error:
-                self.default_reasons[name] = f"{variant}: {self._refuse(name, 'int8', error)}"
-                continue
-            speedup = fp32.measured_seconds / max(int8.measured_seconds, 1e-9)
-            where = f"measured at load on this CPU ({cpu_features()})"
-            if speedup >= INT8_MIN_SPEEDUP:
-                self.default_variants[name] = "int8"
-                self.default_reasons[name] = (
-                    f"int8: {speedup:.2f}x the speed of {variant} {where}; {why}"
-                )
-            else:
-                self.default_reasons[name] = (
-                    f"{variant}: int8 ran at {speedup:.2f}x its speed {where}, under the "
-                    f"{INT8_MIN_SPEEDUP:.2f}x it takes to be the default"
-                )
-            log.info(
-                "chose the default variant",
-                extra={"model": name, "reason": self.default_reasons[name]},
-            )
         if not self.loaded:
             raise ValueError("no model could be loaded: " + "; ".join(self.failed.values()))
         default = (self.default_model, self.default_variants[self.default_model])
