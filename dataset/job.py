@@ -82,6 +82,7 @@ class BlockWriter:
     def write(self, block: Block) -> int:
         """Embed and write one block; returns its rows."""
         job = self.job
+        started = time.time()
         ids, texts = inputs.read(block, job.text_column, job.id_column)
         try:
             features = self.engine.outputs(texts)
@@ -93,7 +94,8 @@ class BlockWriter:
             "input": block.file.fingerprint,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "started_at": started,  # seconds since the epoch: the run's steady rate
+            "finished_at": time.time(),
         }
         output.write_block(Path(job.output), block, rows, marker)
         return block.rows
@@ -164,6 +166,12 @@ def run(job: Job) -> dict[str, Any]:
     if missing:
         raise RuntimeError(f"blocks without a completion marker after the run: {missing[:5]}")
     seconds = time.monotonic() - started
+    markers = [output.done(out, block) or {} for block in todo]
+    # from the first block's start to the last one's end: without planning, model loading
+    # and Ray's start-up, which a long job amortises
+    span = max((m["finished_at"] for m in markers), default=0) - min(
+        (m["started_at"] for m in markers), default=0
+    )
     report = {
         "engine": "target" if job.target else job.engine,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -173,6 +181,7 @@ def run(job: Job) -> dict[str, Any]:
         "skipped_blocks": len(blocks) - len(todo),
         "seconds": round(seconds, 3),
         "rows_per_second": round(todo_rows / seconds, 1) if seconds > 0 else None,
+        "steady_rows_per_second": round(todo_rows / span, 1) if span > 0 else None,
         "actors": job.actors if job.engine == "ray" else 1,
         "threads": job.threads,
         "workers": workers,

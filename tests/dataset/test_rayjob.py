@@ -1,4 +1,4 @@
-"""deploy/rayjob.yaml, a KubeRay RayJob. kubernetes-validate has no schema for KubeRay's custom
+"""deploy/ray/rayjob.yaml, a KubeRay RayJob. kubernetes-validate has no schema for KubeRay's custom
 resources, so its fields are checked against the KubeRay v1 API types (ray-project/kuberay,
 ray-operator/apis/ray/v1: RayJobSpec in rayjob_types.go; RayClusterSpec, HeadGroupSpec and
 WorkerGroupSpec in raycluster_types.go), every pod template against the Kubernetes Pod schema,
@@ -15,7 +15,7 @@ import yaml
 from bertserve.client.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-RAYJOB = ROOT / "deploy" / "rayjob.yaml"
+RAYJOB = ROOT / "deploy" / "ray" / "rayjob.yaml"
 
 RAYJOB_SPEC = {
     "activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate",

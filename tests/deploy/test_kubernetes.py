@@ -20,7 +20,7 @@ from bertserve.client.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "deploy").rglob("*.yaml"))
 KSERVE = sorted((ROOT / "deploy" / "kserve").glob("*.yaml"))
-RAY = [ROOT / "deploy" / "rayjob.yaml"]  # KubeRay's RayJob: checked in tests/dataset
+RAY = sorted((ROOT / "deploy" / "ray").glob("*.yaml"))  # KubeRay: tests/dataset
 CORE = [path for path in FILES if path not in KSERVE + RAY]
 
 
