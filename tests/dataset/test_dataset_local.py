@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,12 +148,13 @@ def test_interrupted_then_rerun_completes_without_duplicates(
     command += ["--block-rows", "100", "--no-progress"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     markers = out / "_done"
-    while first.poll() is None and not (markers.is_dir() and any(markers.iterdir())):
-        pass  # poll until the first block is complete
+    # markers are written under a hidden temporary name and renamed: count only the real ones
+    while first.poll() is None and not list(markers.glob("*.json")):
+        time.sleep(0.02)  # polling: the job's own marker says when the first block is done
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL, "the run finished before it was killed"
-    done_before = len(list(markers.iterdir()))
+    done_before = len(list(markers.glob("*.json")))
     assert 0 < done_before < len(texts) // 100
     assert not json.loads((out / "manifest.json").read_text())["complete"]
 
@@ -164,7 +166,7 @@ def test_interrupted_then_rerun_completes_without_duplicates(
     ids = [f"corpus.jsonl:{line}" for line in range(1, len(texts) + 1)]
     assert_matches(read_output(out), ids, reference)
     # the data files are exactly the blocks: a block written twice has one file
-    assert len(list((out / "data").iterdir())) == len(texts) // 100
+    assert len(list((out / "data").glob("*.parquet"))) == len(texts) // 100
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,10 @@ def test_a_killed_actor_is_restarted_and_the_job_completes(
     worker = threading.Thread(target=work)
     worker.start()
     markers = out / "_done"
-    while worker.is_alive() and not (markers.is_dir() and any(markers.iterdir())):
-        pass  # poll until an actor has written its first block
-    (first,) = list(markers.iterdir())[:1]
+    # markers are written under a hidden temporary name and renamed: look only at real ones
+    while worker.is_alive() and not list(markers.glob("*.json")):
+        time.sleep(0.02)  # polling: the marker says when an actor has written a block
+    first = next(markers.glob("*.json"))
     victim = json.loads(first.read_text())["pid"]
     assert victim != os.getpid()  # an actor's process, not this one
     os.kill(victim, signal.SIGKILL)
@@ -98,7 +100,7 @@ def test_a_killed_actor_is_restarted_and_the_job_completes(
     report = outcome["report"]
     assert report["computed_blocks"] == len(more_tweets) // 40
     # blocks finished after the kill came from actors other than the killed one
-    pids = {json.loads(p.read_text())["pid"] for p in markers.iterdir()}
+    pids = {json.loads(p.read_text())["pid"] for p in markers.glob("*.json")}
     assert len(pids - {victim}) >= 1
     expected = server_vectors(live_server.target, more_tweets)
     ids = [f"tweets.txt:{line}" for line in range(1, len(more_tweets) + 1)]
