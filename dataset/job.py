@@ -153,6 +153,8 @@ def run(job: Job) -> dict[str, Any]:
         if out.exists() and any(out.iterdir()):
             raise ValueError(f"{out}: not empty and not a bertserve dataset output; give a new one")
         manifest = {"format": output.FORMAT, "job": identity, "package": package, "runs": []}
+    for stale in out.rglob(".*.tmp-*"):  # left by a run that died mid-write: never trusted
+        stale.unlink(missing_ok=True)
     manifest.update(complete=False, input=str(Path(job.input).resolve()))
     output.write_manifest(out, manifest)
     todo = [block for block in blocks if output.done(out, block) is None]
