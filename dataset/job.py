@@ -82,7 +82,7 @@ class BlockWriter:
     def write(self, block: Block) -> int:
         """Embed and write one block; returns its rows."""
         job = self.job
-        started = time.time()
+        started, cpu = time.time(), time.process_time()
         ids, texts = inputs.read(block, job.text_column, job.id_column)
         try:
             features = self.engine.outputs(texts)
@@ -96,6 +96,9 @@ class BlockWriter:
             "pid": os.getpid(),
             "started_at": started,  # seconds since the epoch: the run's steady rate
             "finished_at": time.time(),
+            # this process's CPU time (every thread) for the block: a per-core rate that a
+            # busy, shared machine does not blur
+            "cpu_seconds": round(time.process_time() - cpu, 4),
         }
         output.write_block(Path(job.output), block, rows, marker)
         return block.rows
@@ -174,6 +177,7 @@ def run(job: Job) -> dict[str, Any]:
     span = max((m["finished_at"] for m in markers), default=0) - min(
         (m["started_at"] for m in markers), default=0
     )
+    cpu_seconds = sum(m.get("cpu_seconds", 0.0) for m in markers)
     report = {
         "engine": "target" if job.target else job.engine,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -184,6 +188,8 @@ def run(job: Job) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "rows_per_second": round(todo_rows / seconds, 1) if seconds > 0 else None,
         "steady_rows_per_second": round(todo_rows / span, 1) if span > 0 else None,
+        "cpu_seconds": round(cpu_seconds, 3),
+        "rows_per_cpu_second": round(todo_rows / cpu_seconds, 1) if cpu_seconds > 0 else None,
         "actors": job.actors if job.engine == "ray" else 1,
         "threads": job.threads,
         "workers": workers,
