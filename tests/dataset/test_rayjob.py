@@ -6,7 +6,6 @@ and its command against today's CLI."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import shlex
 from pathlib import Path
 
@@ -62,10 +61,9 @@ def test_the_rayjob_fits_kuberay_kubernetes_and_the_cli():
 
     cluster = spec["rayClusterSpec"]
     assert set(cluster) <= RAY_CLUSTER_SPEC, set(cluster) - RAY_CLUSTER_SPEC
-    try:  # the cluster runs the Ray this package is tested with
-        assert cluster["rayVersion"] == importlib.metadata.version("ray")
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    # a released Ray that the [ray] extra allows (ray[data,default]>=2.9)
+    version = tuple(int(part) for part in cluster["rayVersion"].split("."))
+    assert len(version) == 3 and version >= (2, 9, 0)
     head = cluster["headGroupSpec"]
     assert set(head) <= HEAD_GROUP_SPEC and {"template", "rayStartParams"} <= set(head)
     groups = cluster["workerGroupSpecs"]
