@@ -23,6 +23,7 @@ COPY server ./server
 COPY client ./client
 COPY train ./train
 COPY bench ./bench
+COPY dataset ./dataset
 RUN pip install --no-cache-dir --extra-index-url ${TORCH_INDEX} ".[export]"
 ARG VARIANTS=fp32-opt
 RUN bertserve export minilm --repo /models --variants ${VARIANTS} --no-progress
@@ -44,6 +45,7 @@ COPY server ./server
 COPY client ./client
 COPY train ./train
 COPY bench ./bench
+COPY dataset ./dataset
 RUN pip install --no-cache-dir ".[${EXTRA}]" && rm -rf /src
 COPY --from=export /models /models
 RUN useradd --system --uid 10001 bertserve

@@ -22,6 +22,7 @@ PARTS = (
     "bertserve.client.commands",
     "bertserve.train.cli",
     "bertserve.bench.cli",
+    "bertserve.dataset.cli",
 )
 
 

@@ -20,7 +20,8 @@ from bertserve.client.cli import build_parser
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "deploy").rglob("*.yaml"))
 KSERVE = sorted((ROOT / "deploy" / "kserve").glob("*.yaml"))
-CORE = [path for path in FILES if path not in KSERVE]
+RAY = sorted((ROOT / "deploy" / "ray").glob("*.yaml"))  # KubeRay: tests/dataset
+CORE = [path for path in FILES if path not in KSERVE + RAY]
 
 
 def documents() -> dict[str, dict]:
