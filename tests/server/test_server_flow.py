@@ -112,7 +112,7 @@ async def test_draining_finishes_in_flight_work_and_refuses_new_calls(model_repo
     long_call = running.stub.Embed(pb.EmbedRequest(texts=LONG, pooling=pb.POOLING_CLS))
     await started(running, long_call)
     stopping = asyncio.create_task(running.server.stop(60))
-    while not running.server.servicer.draining:
+    while not running.server.engine.draining:
         await asyncio.sleep(0.005)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await running.stub.Embed(pb.EmbedRequest(texts=["new"]))
@@ -164,8 +164,10 @@ async def test_two_instances_answer_like_one(model_repo, in_process):
 
 
 async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, caplog):
+    from bertserve.server.core.engine import Engine
     from bertserve.server.models import ModelRegistry
-    from bertserve.server.servicer import BertServicer, unary
+    from bertserve.server.rpc import unary
+    from bertserve.server.v1.servicer import BertServicer
     from bertserve.v1 import bertserve_pb2_grpc
 
     class Broken(BertServicer):
@@ -178,7 +180,8 @@ async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, c
     from bertserve.server.config import ServerConfig
 
     server = grpc.aio.server()
-    servicer = Broken(ModelRegistry(ServerConfig(repo=model_repo, port=0)))
+    config = ServerConfig(repo=model_repo, port=0)
+    servicer = Broken(Engine(ModelRegistry(config), config.max_request_sequences), config)
     bertserve_pb2_grpc.add_BertServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
