@@ -57,7 +57,11 @@ def field_name(field: Field) -> str:
 def _enum(table: dict[int, str], enum: object, value: int, name: str) -> str:
     if value not in table:
         allowed = [enum.Name(v) for v in table]  # type: ignore[attr-defined]
-        raise InvalidArgument(f"={value}: unknown; allowed {allowed}", (name,))
+        try:
+            shown = enum.Name(value)  # type: ignore[attr-defined]
+        except ValueError:
+            shown = str(value)
+        raise InvalidArgument(f"={shown}: unknown or not allowed here; allowed {allowed}", (name,))
     return table[value]
 
 

@@ -221,7 +221,8 @@ async def test_a_request_larger_than_the_queue_is_refused_before_any_work(in_pro
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await in_process.stub.Embed(pb.EmbedRequest(texts=texts))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (
-        f"more sequences than minilm/fp32-opt queues at once ({batch.max_queue_sequences:,})"
-        in (error.value.details())
+    limit = batch.max_queue_sequences
+    assert error.value.details().startswith(
+        f"texts: {limit + 1} in one request; allowed 1..{limit} (the most the model's queue "
+        "holds, max_queue_sequences)"
     )
