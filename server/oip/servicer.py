@@ -21,7 +21,7 @@ from bertserve.server.core.request import MAX_NAME_BYTES
 from bertserve.server.core.stream import StreamBuffer, run_stream
 from bertserve.server.core.validate import check_identifier
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound, status_of
-from bertserve.server.oip import codec
+from bertserve.server.oip import answer, codec
 from bertserve.server.oip.codec import field_name
 from bertserve.server.repository import ModelPackage
 from bertserve.server.rpc import code_of, record, refuse_if_draining, unary
@@ -127,9 +127,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             parameters,
         )
         if sum(array.nbytes for array in result.outputs.values()) <= INLINE_ANSWER_BYTES:
-            response = codec.response(*build)
+            response = answer.response(*build)
         else:
-            response = await asyncio.to_thread(codec.response, *build)
+            response = await asyncio.to_thread(answer.response, *build)
         check_answer_size(response.ByteSize(), *self.answer_limit, estimated=False)
         return response
 

@@ -9,7 +9,7 @@ import pytest
 from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.server.core.request import MAX_LAYER_ENTRIES, Options, Result, Texts, Tokens
 from bertserve.server.errors import InvalidArgument
-from bertserve.server.oip import codec
+from bertserve.server.oip import answer, codec
 
 
 def refused(call, *args) -> str:
@@ -122,10 +122,10 @@ def test_the_answer_pads_token_outputs_to_the_longest():
         [0, 0],
     )
     names = {"token_embeddings": "token_embeddings", "lengths": "lengths"}
-    answer = codec.response("id", "m", "fp32", 6, None, names, result, codec.Parameters())
-    tokens = np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(2, 3, 2)
+    built = answer.response("id", "m", "fp32", 6, None, names, result, codec.Parameters())
+    tokens = np.frombuffer(built.raw_output_contents[0], "<f4").reshape(2, 3, 2)
     assert tokens[1, 2].tolist() == [0, 0] and tokens[1, 1].tolist() == [8, 9]
-    assert np.frombuffer(answer.raw_output_contents[1], "<i8").tolist() == [3, 2]
+    assert np.frombuffer(built.raw_output_contents[1], "<i8").tolist() == [3, 2]
 
 
 def test_metadata_lists_inputs_and_outputs_once():
