@@ -95,7 +95,7 @@ class TextTokenizer:
                         raise InvalidArgument(
                             f"over {self.max_length} tokens (its first {len(values[index]):,} "
                             f"characters alone are), longer than the model's limit of "
-                            f"{self.max_length}; shorten it or set truncate to true",
+                            f"{self.max_length}; shorten it or set truncate=true",
                             (field_name, index),
                         )
         inputs = list(zip(texts, pairs, strict=True)) if pairs else list(texts)
@@ -106,7 +106,7 @@ class TextTokenizer:
             index = long_ones[0]
             raise InvalidArgument(
                 f"{len(encodings[index].ids)} tokens, longer than the model's limit of "
-                f"{self.max_length}; shorten it or set truncate to true",
+                f"{self.max_length}; shorten it or set truncate=true",
                 ("texts", index),
             )
         if long_ones:  # only the long ones again, cut

@@ -157,7 +157,7 @@ def token_sequences(tokens: Tokens, facts: ModelFacts, truncate: bool) -> list[S
         if count > limit and not truncate:
             raise InvalidArgument(
                 f"{count} tokens, longer than the model's limit of {limit}; shorten it or set "
-                "truncate to true",
+                "truncate=true",
                 (*where, "input_ids"),
             )
         keep = min(count, limit)
