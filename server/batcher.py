@@ -230,24 +230,10 @@ class Batcher:
         self._loop_task: asyncio.Task | None = None
         self._closing = False
         self._concurrent_load = False  # the previous batch served more than one request
-        self.computed_sequences = 0  # sequences that went through run_batch (for tests)
 
     def start(self) -> None:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
-
-    @property
-    def queue_depth(self) -> int:
-        """Requests that still have sequences waiting."""
-        return len(self._queue)
-
-    @property
-    def queued_sequences(self) -> int:
-        return self._queued_sequences
-
-    @property
-    def running_batches(self) -> int:
-        return len(self._running)
 
     def admit(self, count: int, tokens: int = 0) -> None:
         """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now
@@ -536,7 +522,6 @@ class Batcher:
             self._changed.set()
         elapsed_ns = time.monotonic_ns() - start_ns
         longest = batch[-1].length
-        self.computed_sequences += len(batch)
         if self._observer:
             real = sum(e.length for e in batch)
             self._observer.batch_done(len(batch), real, longest * len(batch), elapsed_ns / 1e9)
