@@ -231,14 +231,18 @@ def test_big_repeated_fields_are_refused_by_their_count(server, stub, v2_stub):
 # -- 6: shapes whose element count overflows ---------------------------------------------------
 
 
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "contents"])
 @pytest.mark.parametrize("shape", [[2**32, 2**32], [2**62, 4], [2**63 - 1, 2], [1, 2**62]])
-def test_a_shape_that_overflows_is_invalid_argument(v2_stub, shape):
+def test_a_shape_that_overflows_is_invalid_argument(v2_stub, shape, raw):
     request = v2.ModelInferRequest(model_name="minilm")
-    request.inputs.add(name="input_ids", datatype="INT64", shape=shape)
-    request.raw_input_contents.append(np.array([101, 102], "<i8").tobytes())
+    tensor = request.inputs.add(name="input_ids", datatype="INT64", shape=shape)
+    if raw:
+        request.raw_input_contents.append(np.array([101, 102], "<i8").tobytes())
+    else:  # no elements: numpy's wrapped product (0) once matched and reshape failed
+        tensor.contents.SetInParent()
     message = refused(v2_stub.ModelInfer, request)
     assert message.startswith("input_ids: ") and f"shape {shape}" in message
-    assert "says -" not in message
+    assert "says -" not in message and "says 0" not in message
 
 
 # -- 9: the same validation on both protocols --------------------------------------------------
