@@ -86,9 +86,9 @@ print(worst, calls, flush=True)
 
 
 @contextlib.contextmanager
-def bounded(server: ServerProcess) -> Iterator[None]:
+def bounded(server: ServerProcess, figures: dict, name: str) -> Iterator[None]:
     """Assert the server's peak RSS grows at most MAX_GROWTH_BYTES and a one-text caller on
-    its own connection never waits over MAX_STALL_S while the body runs."""
+    its own connection never waits over MAX_STALL_S while the body runs; record both."""
     pid = server.process.pid
     probe = subprocess.Popen(
         [sys.executable, "-c", PROBE, server.target],
@@ -109,6 +109,11 @@ def bounded(server: ServerProcess) -> Iterator[None]:
     finally:
         probe.kill()
         probe.wait()
+    figures[f"request_cost.{name}"] = {
+        "peak_rss_growth_mib": round(growth / 2**20, 1),
+        "one_text_caller_worst_s": round(float(worst), 3),
+        "one_text_calls": int(calls),
+    }
     assert growth <= MAX_GROWTH_BYTES, f"peak RSS grew {growth / 2**20:.0f} MiB"
     assert int(calls) > 0 and float(worst) <= MAX_STALL_S, f"a one-text caller waited {worst}s"
 
@@ -136,11 +141,11 @@ def text_request(*texts: str, outputs: tuple[str, ...] = ()) -> v2.ModelInferReq
 # -- 1: the v2 answer is sized with its padding ------------------------------------------------
 
 
-def test_a_v2_answer_is_sized_with_its_padding_before_any_work(server, v2_stub):
+def test_a_v2_answer_is_sized_with_its_padding_before_any_work(server, figures, v2_stub):
     request = text_request(" ".join(["word"] * 508), *["a"] * 250, outputs=("token_embeddings",))
     request.parameters["binary_data_output"].bool_param = False
     assert request.ByteSize() < 5000
-    with bounded(server):
+    with bounded(server, figures, "v2_padding"):
         message = refused(v2_stub.ModelInfer, request, grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert "would be" in message  # refused from the estimate, not after building it
         (answer,) = v2_stub.ModelStreamInfer(iter([request]), timeout=120)
@@ -150,8 +155,8 @@ def test_a_v2_answer_is_sized_with_its_padding_before_any_work(server, v2_stub):
 # -- 2 and 12: identifiers are small -----------------------------------------------------------
 
 
-def test_a_long_id_or_model_name_is_refused_and_never_copied(server, stub, v2_stub):
-    with bounded(server):
+def test_a_long_id_or_model_name_is_refused_and_never_copied(server, figures, stub, v2_stub):
+    with bounded(server, figures, "long_id"):
         big = pb.EmbedRequest(id="x" * (6 << 20), texts=["a " * 298], token_embeddings=True)
         message = refused(stub.Embed, big)
         assert message == f"id: {6 << 20} bytes, longer than allowed; at most 256 bytes"
@@ -181,10 +186,10 @@ def test_every_stream_chunk_stays_under_the_4_mib_limit_with_the_longest_id(stub
 # -- 3: Tokenize bounds its padded answer before tokenizing ------------------------------------
 
 
-def test_tokenize_refuses_a_padded_answer_before_tokenizing(server, stub):
+def test_tokenize_refuses_a_padded_answer_before_tokenizing(server, figures, stub):
     request = pb.TokenizeRequest(texts=["a"] * 16_000, pad_to=512)
     assert request.ByteSize() < 50_000
-    with bounded(server):
+    with bounded(server, figures, "tokenize_pad_to"):
         message = refused(stub.Tokenize, request, grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert "would be" in message and "pad_to" in message
 
@@ -192,8 +197,8 @@ def test_tokenize_refuses_a_padded_answer_before_tokenizing(server, stub):
 # -- 4: a long text costs what the model's limit needs -----------------------------------------
 
 
-def test_truncate_tokenizes_only_a_bounded_prefix(server, stub):
-    with bounded(server):
+def test_truncate_tokenizes_only_a_bounded_prefix(server, figures, stub):
+    with bounded(server, figures, "long_text"):
         answer = stub.Embed(pb.EmbedRequest(texts=["!" * (4 << 20)], truncate=True), timeout=120)
         assert list(answer.lengths) == [512] and answer.truncated[0] > 0
         cjk = pb.EmbedRequest(texts=["中文" * (1 << 20)])
@@ -212,8 +217,8 @@ def test_a_cut_prefix_gives_the_tokens_the_whole_text_gives(stub):
 # -- 5: big repeated fields are count-checked before they are walked ---------------------------
 
 
-def test_big_repeated_fields_are_refused_by_their_count(server, stub, v2_stub):
-    with bounded(server):
+def test_big_repeated_fields_are_refused_by_their_count(server, figures, stub, v2_stub):
+    with bounded(server, figures, "big_repeated_fields"):
         raw = v2.ModelInferRequest(model_name="minilm")
         raw.inputs.add(name="TEXT", datatype="BYTES", shape=[4_000_000])
         raw.raw_input_contents.append(packed(b"") * 4_000_000)
