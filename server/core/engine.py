@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,9 +62,13 @@ def check_answer_size(
         )
 
 
+# LoadedVariant -> its facts; entries go with their variant
+_FACTS: weakref.WeakKeyDictionary[Any, ModelFacts] = weakref.WeakKeyDictionary()
+
+
 def facts_of(variant: Any) -> ModelFacts:
-    """The plain facts of a LoadedVariant that validation needs (cached on it)."""
-    facts = getattr(variant, "_core_facts", None)
+    """The plain facts of a LoadedVariant that validation needs (computed once)."""
+    facts = _FACTS.get(variant)
     if facts is None:
         facts = ModelFacts(
             model=variant.model.name,
@@ -76,7 +81,7 @@ def facts_of(variant: Any) -> ModelFacts:
             default_pooling=variant.model.manifest.get("default_pooling", "cls"),
             has_logits="logits" in variant.runtime.output_names,
         )
-        variant._core_facts = facts
+        _FACTS[variant] = facts
     return facts
 
 
