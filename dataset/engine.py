@@ -1,9 +1,8 @@
 """The engines that turn texts into features: the model in this process, or running servers.
 
-This is the only module of ``bertserve.dataset`` that touches the server's objects
-(``ServerConfig``, ``ModelRegistry``/``LoadedVariant``, ``FeatureSpec``, the request
-protocol): when the server's protocol-free core lands, :class:`InProcessEngine` switches to
-it here and nothing else changes.
+This is the only module of ``bertserve.dataset`` that touches the server: the in-process
+engine holds the server's protocol-free core (``bertserve.server.core``: a ``ModelRegistry``
+behind an ``Engine``) and sends it the same core requests its front doors send.
 
 The in-process engine loads and warms a variant exactly as ``bertserve serve`` does (checksums,
 warm-up, the batcher's cost model measured on this CPU) and runs every block through that
@@ -114,6 +113,7 @@ class InProcessEngine:
         options: FeatureOptions | None = None,
     ) -> None:
         from bertserve.server.config import BatchSettings, ServerConfig
+        from bertserve.server.core.engine import Engine
         from bertserve.server.errors import BertServeError
         from bertserve.server.models import ModelRegistry
 
@@ -127,14 +127,17 @@ class InProcessEngine:
             log_json=False,
         ).validate()
         self._registry = ModelRegistry(config)
+        self._core = Engine(self._registry, max_request_sequences=QUEUE_SEQUENCES)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name=f"bertserve-engine-{model}", daemon=True
         )
         self._thread.start()
         try:
-            self.variant = self._run(self._registry.variant(model, variant or ""))
-            self.spec = _feature_spec(self.options, self.variant)
+            self.variant = self._run(self._core.variant(model, variant or ""))
+            self._options = _core_options(self.options)
+            # the options checked against the model now, not at the first block
+            self._core.spec(self._request(["."]), self.variant)
         except BertServeError as error:
             self.close()
             raise ValueError(str(error)) from None
@@ -148,6 +151,12 @@ class InProcessEngine:
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
+    def _request(self, texts: list[str]) -> Any:
+        from bertserve.server.core.request import Request, Texts
+
+        variant = self.variant.package.name
+        return Request(Texts(texts), self._options, model=self.variant.model.name, variant=variant)
+
     def outputs(self, texts: Sequence[str]) -> dict[str, Any]:
         """Features of ``texts`` (one block); TextError names a text that cannot be embedded."""
         from bertserve.server.errors import BertServeError
@@ -155,8 +164,9 @@ class InProcessEngine:
         if not texts:
             return {}
         try:
-            sequences = self.variant.tokenize(list(texts), None, self.options.truncate)
-            result = self._run(self.variant.embed(sequences, self.spec, None))
+            result, _, _ = self._run(
+                self._core.embed(self._request(list(texts)), None, _any_size, variant=self.variant)
+            )
         except BertServeError as error:
             raise _text_error(str(error)) from None
         features: dict[str, Any] = {}
@@ -185,26 +195,23 @@ class InProcessEngine:
         self._loop.close()
 
 
-def _feature_spec(options: FeatureOptions, variant: Any) -> Any:
-    """The server's FeatureSpec for ``options``, validated by the server's own protocol code
-    (default pooling, layer range, aggregate against the model's depth)."""
-    from bertserve.server import protocol
-    from bertserve.v1 import bertserve_pb2 as pb
+async def _any_size(size: int) -> None:
+    """A batch job's answers go to its own files: no message limit to admit them under."""
 
-    aggregates = {name: value for value, name in protocol.AGGREGATIONS.items() if value}
-    request = pb.EmbedRequest(
-        normalize=options.normalize,
-        dtype=protocol.DTYPE_PB[options.dtype],
-        aggregate=aggregates[options.aggregate or "last"],
+
+def _core_options(options: FeatureOptions) -> Any:
+    """The core's options for a job's (the core checks them against the model)."""
+    from bertserve.server.core.request import Options
+
+    return Options(
+        pooling="none" if not options.sentence else (options.pooling or "model"),
+        layers=() if options.layers == "all" else tuple(options.layers),
         all_layers=options.layers == "all",
+        aggregate=options.aggregate or "last",
+        normalize=options.normalize,
+        dtype=options.dtype,
+        truncate=options.truncate,
     )
-    if options.layers != "all":
-        request.layers.extend(options.layers)
-    if not options.sentence:
-        request.pooling = pb.POOLING_NONE
-    elif options.pooling is not None:
-        request.pooling = protocol.POOLING_PB[options.pooling]
-    return protocol.feature_spec(request, variant)
 
 
 class ClientEngine:

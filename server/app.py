@@ -15,13 +15,14 @@ import grpc
 from bertserve.inference import grpc_service_pb2_grpc
 from bertserve.server import metrics
 from bertserve.server.config import ServerConfig
+from bertserve.server.core.engine import Engine
 from bertserve.server.limits import GuardInterceptor
 from bertserve.server.models import ModelRegistry
-from bertserve.server.oip import SERVICE_NAME as INFERENCE_SERVICE
-from bertserve.server.oip import InferenceServicer
+from bertserve.server.oip.servicer import SERVICE_NAME as INFERENCE_SERVICE
+from bertserve.server.oip.servicer import InferenceServicer
 from bertserve.server.runtime import check_device
 from bertserve.server.security import TokenAuthInterceptor, is_loopback, server_credentials
-from bertserve.server.servicer import BertServicer
+from bertserve.server.v1.servicer import BertServicer
 from bertserve.v1 import bertserve_pb2, bertserve_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -68,9 +69,10 @@ class BertServer:
         self.config = config
         check_device(config.device)
         self.registry = ModelRegistry(config)
-        self.servicer = BertServicer(self.registry)
-        # the Open Inference Protocol: a second front door onto the same servicer's models
-        self.inference = InferenceServicer(self.servicer)
+        self.engine = Engine(self.registry, config.max_request_sequences)
+        self.servicer = BertServicer(self.engine, config)
+        # the Open Inference Protocol: a second front door onto the same core
+        self.inference = InferenceServicer(self.engine, config)
         self.health = HealthServicer()
         self.auth = TokenAuthInterceptor(config.auth_token_file) if config.auth_token_file else None
         self.guard = GuardInterceptor(
@@ -118,7 +120,7 @@ class BertServer:
 
     async def load(self) -> None:
         await asyncio.to_thread(self.registry.load_defaults)
-        self.servicer.ready = True
+        self.engine.ready = True
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -126,7 +128,7 @@ class BertServer:
         """Health NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace``."""
         grace = self.config.grace_period_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
-        self.servicer.draining = True
+        self.engine.draining = True
         # While in-flight calls finish, new ones reach the handlers and get UNAVAILABLE with a
         # message (retry on another replica); once grpc's own stop begins, calls that arrive
         # are cancelled without one, so it begins only when the work is done or grace is up.

@@ -7,10 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POOLINGS = ("cls", "pooler", "mean", "max")
-AGGREGATIONS = ("last", "concat_last_4", "sum_last_4", "mean_all")
-DTYPES = ("float32", "float16", "bfloat16")
-
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -18,7 +14,7 @@ class FeatureSpec:
 
     num_layers: int
     token_embeddings: bool = False
-    pooling: str | None = None  # one of POOLINGS, or None
+    pooling: str | None = None  # cls, pooler, mean or max; None for no sentence vector
     layers: tuple[int, ...] = ()
     aggregate: str = "last"
     normalize: bool = False
@@ -50,17 +46,6 @@ class FeatureSpec:
         if self.logits:
             names.add("logits")
         return names
-
-
-def answer_bytes(spec: FeatureSpec, tokens: int, sequences: int, hidden: int) -> int:
-    """Bytes of the tensors an answer will carry, before any work is done."""
-    width = hidden * 4 if spec.aggregate == "concat_last_4" else hidden
-    rows = tokens * len(spec.layers) * hidden
-    if spec.token_embeddings:
-        rows += tokens * width
-    if spec.pooling:
-        rows += sequences * (hidden if spec.pooling == "pooler" else width)
-    return rows * (4 if spec.dtype == "float32" else 2)
 
 
 def representation(

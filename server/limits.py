@@ -24,13 +24,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from bertserve.server import metrics
-from bertserve.server.errors import (
-    REASON_KEY,
-    AnswerTooLarge,
-    BertServeError,
-    InvalidArgument,
-    status_of,
-)
+from bertserve.server.errors import REASON_KEY, BertServeError, InvalidArgument, status_of
 
 SERVICE_PREFIX = "/bertserve.v1.BertService/"
 # the calls that do work, counted against max_concurrent_rpcs
@@ -346,50 +340,3 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 leave(peer)
 
         return _method_handler(handler, streaming_handler, deserializer)
-
-
-def check_sequence_count(count: int, limit: int) -> None:
-    """INVALID_ARGUMENT when one request carries more than ``limit`` texts or sequences."""
-    if count > limit:
-        raise InvalidArgument(
-            f"{count} texts or sequences in one request; allowed 1..{limit} "
-            "(max_request_sequences): split them over several requests, or stream them "
-            "with EmbedStream"
-        )
-
-
-class StreamBuffer:
-    """Bytes of computed-but-unsent answers one EmbedStream holds, bounded.
-
-    ``reserve(n)`` waits until ``n`` more bytes fit (a caller that stops reading stops its
-    stream's computing); ``release(n)`` once the answer is handed to gRPC; ``close()`` when
-    the stream ends with answers never sent.
-    """
-
-    def __init__(self, capacity: int, max_answer: int) -> None:
-        self.capacity = capacity
-        self.max_answer = max_answer
-        self.held = 0
-        self._freed = asyncio.Condition()
-
-    async def reserve(self, size: int) -> None:
-        if size > self.max_answer:
-            raise AnswerTooLarge(
-                f"the answer would be {size / 2**20:.1f} MiB, over this server's limit of "
-                f"{self.max_answer / 2**20:.1f} MiB per answer (max_answer_bytes); ask for "
-                "fewer outputs (layers, token embeddings) or send fewer sequences per request"
-            )
-        async with self._freed:
-            await self._freed.wait_for(lambda: self.held + size <= self.capacity)
-            self.held += size
-        metrics.STREAM_BUFFERED.inc(size)
-
-    async def release(self, size: int) -> None:
-        async with self._freed:
-            self.held -= size
-            self._freed.notify_all()
-        metrics.STREAM_BUFFERED.dec(size)
-
-    def close(self) -> None:
-        metrics.STREAM_BUFFERED.dec(self.held)
-        self.held = 0

@@ -106,55 +106,6 @@ class LoadedVariant:
     def tokenize(self, texts: list[str], pairs: list[str] | None, truncate: bool) -> list[Sequence]:
         return self.tokenizer.sequences(texts, pairs, truncate=truncate)
 
-    def check_sequences(
-        self, raw: list[tuple[list[int], list[int], list[int]]], truncate: bool
-    ) -> list[Sequence]:
-        """Validate pre-tokenized sequences (ids, mask, type ids; the last two may be empty)."""
-        result = []
-        for index, (ids, mask, types) in enumerate(raw):
-            where = f"sequences[{index}]"
-            if not ids:
-                raise InvalidArgument(
-                    f"{where}.input_ids: empty; allowed: 1 to {self.max_length} token ids"
-                )
-            for field_name, values in (("attention_mask", mask), ("token_type_ids", types)):
-                if values and len(values) != len(ids):
-                    raise InvalidArgument(
-                        f"{where}.{field_name}: {len(values)} values for {len(ids)} input_ids; "
-                        "allowed: none (the default) or one per input id"
-                    )
-            input_ids = np.asarray(ids, dtype=np.int64)
-            bad = np.flatnonzero(input_ids >= self.vocab_size)
-            if bad.size:
-                raise InvalidArgument(
-                    f"{where}.input_ids[{bad[0]}]={input_ids[bad[0]]}: outside the vocabulary; "
-                    f"allowed 0..{self.vocab_size - 1}"
-                )
-            attention = np.asarray(mask, dtype=np.int64) if mask else np.ones_like(input_ids)
-            bad = np.flatnonzero(attention > 1)
-            if bad.size:
-                raise InvalidArgument(
-                    f"{where}.attention_mask[{bad[0]}]={attention[bad[0]]}: allowed 0 or 1"
-                )
-            type_ids = np.asarray(types, dtype=np.int64) if types else np.zeros_like(input_ids)
-            bad = np.flatnonzero(type_ids >= self.type_vocab_size)
-            if bad.size:
-                raise InvalidArgument(
-                    f"{where}.token_type_ids[{bad[0]}]={type_ids[bad[0]]}: allowed "
-                    f"0..{self.type_vocab_size - 1}"
-                )
-            dropped = max(0, len(ids) - self.max_length)
-            if dropped and not truncate:
-                raise InvalidArgument(
-                    f"{where}.input_ids: {len(ids)} tokens, longer than the model's limit of "
-                    f"{self.max_length}; shorten it or set truncate=true"
-                )
-            keep = slice(0, self.max_length)
-            result.append(
-                Sequence(input_ids[keep], attention[keep], type_ids[keep], truncated=dropped)
-            )
-        return result
-
     # -- features ---------------------------------------------------------------------------
 
     async def embed(

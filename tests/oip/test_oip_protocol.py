@@ -173,8 +173,14 @@ def test_bad_text_requests_name_what_is_wrong(stub, change, says):
 @pytest.mark.parametrize(
     "request_, says",
     [
-        (ids_request([[101, 99999, 102]]), "input_ids[0][1]=99999: allowed 0..30521"),
-        (ids_request([[101, -5, 102]]), "input_ids[0][1]=-5: allowed 0..30521"),
+        (
+            ids_request([[101, 99999, 102]]),
+            "input_ids[0][1]=99999: outside the vocabulary; allowed 0..30521",
+        ),
+        (
+            ids_request([[101, -5, 102]]),
+            "input_ids[0][1]=-5: outside the vocabulary; allowed 0..30521",
+        ),
         (ids_request([[101, 102]], [[1, 2]]), "attention_mask[0][1]=2: allowed 0..1"),
         (ids_request([[101, 102]], [[0, 0]]), "attention_mask[0]: all 0"),
         (ids_request([[101, 102]], [[1, 1, 1]]), "attention_mask: shape [1, 3]; allowed the shape"),
@@ -425,7 +431,7 @@ async def test_overload_and_draining(model_repo):
     assert (await stub.ServerReady(v2.ServerReadyRequest())).ready  # probes are not counted
 
     stopping = asyncio.create_task(server.stop(30))
-    while not server.servicer.draining:
+    while not server.engine.draining:
         await asyncio.sleep(0.01)
     assert not server.inference.ready
     late = text_request("late")

@@ -35,6 +35,26 @@ class StandIn:
         return [p for batch in self.batches for p in batch]
 
 
+class Recorder:
+    """The batcher's observer, recording what it reports: the queue's depth after each change
+    and the sequences computed."""
+
+    def __init__(self) -> None:
+        self.requests = self.sequences = self.tokens = self.computed = 0
+
+    def batch_done(self, size: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.computed += size
+
+    def queued(self, seconds: float) -> None:
+        pass
+
+    def dropped(self, reason: str, sequences: int) -> None:
+        pass
+
+    def depth(self, requests: int, sequences: int, tokens: int) -> None:
+        self.requests, self.sequences, self.tokens = requests, sequences, tokens
+
+
 def settings(**overrides: object) -> BatchSettings:
     base = dict(
         max_batch_tokens=1000, max_batch_size=4, max_queue_delay_ms=20, max_queue_requests=100
@@ -113,12 +133,13 @@ async def test_a_failed_batch_fails_only_its_callers_and_the_loop_lives_on():
 
 async def test_a_cancelled_request_is_dropped_from_the_queue_and_never_computed():
     runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=1, max_queue_delay_ms=0))
+    seen = Recorder()
+    batcher = Batcher(runtime, settings(max_batch_size=1, max_queue_delay_ms=0), observer=seen)
     blocker = asyncio.create_task(batcher.submit(["running"], [1]))
     await asyncio.to_thread(runtime.started.wait, 5)
     cancelled = asyncio.create_task(batcher.submit(["cancelled-1", "cancelled-2"], [1, 1]))
     await asyncio.sleep(0.02)
-    assert batcher.queue_depth == 1
+    assert seen.requests == 1
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
@@ -127,13 +148,14 @@ async def test_a_cancelled_request_is_dropped_from_the_queue_and_never_computed(
     after = await batcher.submit(["after"], [1])
     assert [r[0] for r in after.results] == ["after"]
     assert runtime.computed() == ["running", "after"]
-    assert batcher.queue_depth == 0
+    assert seen.requests == 0
     await batcher.close()
 
 
 async def test_an_expired_request_gets_deadline_exceeded_and_is_never_computed():
     runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=1, max_queue_delay_ms=0))
+    seen = Recorder()
+    batcher = Batcher(runtime, settings(max_batch_size=1, max_queue_delay_ms=0), observer=seen)
     blocker = asyncio.create_task(batcher.submit(["running"], [1]))
     await asyncio.to_thread(runtime.started.wait, 5)
     with pytest.raises(DeadlineExceeded):
@@ -319,11 +341,13 @@ async def test_waiting_requests_take_turns_so_none_starves():
 
 async def test_the_queue_is_bounded_in_sequences_and_tokens():
     runtime = StandIn(hold=True)
+    seen = Recorder()
     batcher = Batcher(
         runtime,
         settings(
             max_batch_size=1, max_queue_delay_ms=0, max_queue_sequences=10, max_queue_tokens=100
         ),
+        observer=seen,
     )
     running = asyncio.create_task(batcher.submit(["running"], [1]))
     await asyncio.to_thread(runtime.started.wait, 5)
@@ -333,27 +357,28 @@ async def test_the_queue_is_bounded_in_sequences_and_tokens():
         await batcher.submit([0], [101])
     waiting = asyncio.create_task(batcher.submit(list(range(8)), [10] * 8))
     await asyncio.sleep(0.01)
-    assert batcher.queued_sequences == 8
+    assert seen.sequences == 8
     with pytest.raises(Overloaded, match="at most 10 sequences"):
         await batcher.submit([0, 1, 2], [1, 1, 1])
     with pytest.raises(Overloaded, match="at most 100 tokens"):
         await batcher.submit([0], [30])
     runtime.gate.set()
     await asyncio.gather(running, waiting)
-    assert batcher.queued_sequences == 0
+    assert seen.sequences == 0
     await batcher.close()
 
 
 async def test_a_cancelled_big_request_leaves_the_queue_at_once():
     runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=2, max_queue_delay_ms=0))
+    seen = Recorder()
+    batcher = Batcher(runtime, settings(max_batch_size=2, max_queue_delay_ms=0), observer=seen)
     big = asyncio.create_task(batcher.submit(list(range(1000)), [3] * 1000))
     await asyncio.to_thread(runtime.started.wait, 5)
-    assert batcher.queued_sequences == 998
+    assert seen.sequences == 998
     big.cancel()
     with pytest.raises(asyncio.CancelledError):
         await big
-    assert batcher.queued_sequences == 0 and batcher.queue_depth == 0
+    assert seen.sequences == 0 and seen.requests == 0
     runtime.gate.set()
     after = await batcher.submit(["after"], [3])
     assert [r[0] for r in after.results] == ["after"]

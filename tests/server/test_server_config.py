@@ -84,7 +84,7 @@ def test_the_cli_module_is_light_and_the_server_never_imports_torch():
     code = (
         "import sys, bertserve.server.cli\n"
         "assert 'onnxruntime' not in sys.modules and 'grpc_health' not in sys.modules\n"
-        "import bertserve.server.app, bertserve.server.servicer\n"
+        "import bertserve.server.app, bertserve.server.v1.servicer\n"
         "heavy = {'torch', 'transformers', 'optimum'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -8,6 +8,7 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
+from bertserve.server.metrics import BATCH_SIZE
 from bertserve.v1 import bertserve_pb2 as pb
 from server_helpers import assemble, reference_ids, reference_outputs
 
@@ -258,13 +259,17 @@ async def test_unary_embed_over_4mb_says_to_use_embed_stream(in_process):
     texts = [
         f"sentence number {i} says something about Paris and the weather today" for i in range(60)
     ]
-    batchers = [v.batcher for v in in_process.server.registry.loaded.values()]
-    computed = sum(b.computed_sequences for b in batchers)
+    labels = [v.batcher.name for v in in_process.server.registry.loaded.values()]
+
+    def computed() -> float:  # sequences computed: the batch-size histograms' sums
+        return sum(BATCH_SIZE.labels(label)._sum.get() for label in labels)
+
+    before = computed()
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await embed(in_process, texts=texts, all_layers=True)
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "EmbedStream" in error.value.details()
-    assert sum(b.computed_sequences for b in batchers) == computed  # refused before computing
+    assert computed() == before  # refused before computing
 
 
 async def test_pytorch_agrees_on_mean_pooled_sentence_vectors(in_process, minilm_dir):

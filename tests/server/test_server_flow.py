@@ -13,7 +13,13 @@ import grpc
 import numpy as np
 import pytest
 from bertserve.server.config import BatchSettings
-from bertserve.server.metrics import DROPPED
+from bertserve.server.metrics import (
+    BATCH_SIZE,
+    DROPPED,
+    QUEUE_DEPTH,
+    QUEUE_SECONDS,
+    QUEUE_SEQUENCES,
+)
 from bertserve.v1 import bertserve_pb2 as pb
 from server_helpers import assemble, start_in_process
 
@@ -44,10 +50,24 @@ def batcher_of(running):
     return registry.loaded[("minilm", registry.default_variants["minilm"])].batcher
 
 
-async def started(running, call):
+def gauge(metric, running) -> float:
+    return metric.labels(batcher_of(running).name)._value.get()
+
+
+def computed(running) -> float:
+    """Sequences the default variant's batcher has computed (its batch-size histogram's sum)."""
+    return BATCH_SIZE.labels(batcher_of(running).name)._sum.get()
+
+
+def batches_started(running) -> float:
+    """Requests whose first batch has started (the queue-wait histogram's count)."""
+    child = QUEUE_SECONDS.labels(batcher_of(running).name)
+    return sum(bucket.get() for bucket in child._buckets)
+
+
+async def started(running, call, before: float):
     """Wait until the long call's batch runs (it holds the worker now)."""
-    batcher = batcher_of(running)
-    while batcher.running_batches == 0:
+    while batches_started(running) == before:
         assert not call.done(), "the long request finished before the test could queue behind it"
         await asyncio.sleep(0.002)
 
@@ -58,8 +78,9 @@ def dropped(running) -> float:
 
 
 async def test_an_expired_request_is_answered_deadline_exceeded_and_never_computed(one_long_batch):
+    before_started, before_computed = batches_started(one_long_batch), computed(one_long_batch)
     long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
-    await started(one_long_batch, long_call)
+    await started(one_long_batch, long_call, before_started)
     before = dropped(one_long_batch)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["too late", "me too"]), timeout=0.2)
@@ -67,17 +88,17 @@ async def test_an_expired_request_is_answered_deadline_exceeded_and_never_comput
     assert not long_call.done(), "the long batch ended too soon for this test to mean anything"
     assert len((await long_call).lengths) == len(LONG)
     await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
-    assert batcher_of(one_long_batch).computed_sequences == len(LONG) + 1  # not the expired two
+    assert computed(one_long_batch) - before_computed == len(LONG) + 1  # not the expired two
     assert dropped(one_long_batch) == before + 2
 
 
 async def test_a_cancelled_request_is_dropped_and_never_computed(one_long_batch):
+    before_started, before_computed = batches_started(one_long_batch), computed(one_long_batch)
     long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
-    await started(one_long_batch, long_call)
+    await started(one_long_batch, long_call, before_started)
     before = dropped(one_long_batch)
     cancelled = one_long_batch.stub.Embed(pb.EmbedRequest(texts=["never", "mind", "me"]))
-    batcher = batcher_of(one_long_batch)
-    while batcher.queued_sequences < 3:  # queued behind the long batch
+    while gauge(QUEUE_SEQUENCES, one_long_batch) < 3:  # queued behind the long batch
         await asyncio.sleep(0.002)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -85,15 +106,16 @@ async def test_a_cancelled_request_is_dropped_and_never_computed(one_long_batch)
     assert not long_call.done(), "the long batch ended too soon for this test to mean anything"
     await long_call
     await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["after"]))
-    assert batcher.computed_sequences == len(LONG) + 1  # not the cancelled three
+    assert computed(one_long_batch) - before_computed == len(LONG) + 1  # not the cancelled three
     assert dropped(one_long_batch) == before + 3
 
 
 async def test_a_full_queue_answers_resource_exhausted(one_long_batch):
+    before_started = batches_started(one_long_batch)
     long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
-    await started(one_long_batch, long_call)
+    await started(one_long_batch, long_call, before_started)
     waiting = [one_long_batch.stub.Embed(pb.EmbedRequest(texts=[t])) for t in ("a", "b")]
-    while batcher_of(one_long_batch).queue_depth < 2:
+    while gauge(QUEUE_DEPTH, one_long_batch) < 2:
         await asyncio.sleep(0.002)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["one too many"]))
@@ -109,10 +131,11 @@ async def test_draining_finishes_in_flight_work_and_refuses_new_calls(model_repo
     running = await start_in_process(
         model_repo, batch=BatchSettings(max_batch_size=1, max_queue_delay_ms=0)
     )
+    before_started = batches_started(running)
     long_call = running.stub.Embed(pb.EmbedRequest(texts=LONG, pooling=pb.POOLING_CLS))
-    await started(running, long_call)
+    await started(running, long_call, before_started)
     stopping = asyncio.create_task(running.server.stop(60))
-    while not running.server.servicer.draining:
+    while not running.server.engine.draining:
         await asyncio.sleep(0.005)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await running.stub.Embed(pb.EmbedRequest(texts=["new"]))
@@ -164,8 +187,10 @@ async def test_two_instances_answer_like_one(model_repo, in_process):
 
 
 async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, caplog):
+    from bertserve.server.core.engine import Engine
     from bertserve.server.models import ModelRegistry
-    from bertserve.server.servicer import BertServicer, unary
+    from bertserve.server.rpc import unary
+    from bertserve.server.v1.servicer import BertServicer
     from bertserve.v1 import bertserve_pb2_grpc
 
     class Broken(BertServicer):
@@ -178,7 +203,8 @@ async def test_an_unexpected_error_is_logged_and_answered_internal(model_repo, c
     from bertserve.server.config import ServerConfig
 
     server = grpc.aio.server()
-    servicer = Broken(ModelRegistry(ServerConfig(repo=model_repo, port=0)))
+    config = ServerConfig(repo=model_repo, port=0)
+    servicer = Broken(Engine(ModelRegistry(config), config.max_request_sequences), config)
     bertserve_pb2_grpc.add_BertServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -218,7 +244,8 @@ async def test_a_request_larger_than_the_queue_is_refused_before_any_work(in_pro
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await in_process.stub.Embed(pb.EmbedRequest(texts=texts))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (
-        f"more sequences than minilm/fp32-opt queues at once ({batch.max_queue_sequences:,})"
-        in (error.value.details())
+    limit = batch.max_queue_sequences
+    assert error.value.details().startswith(
+        f"texts: {limit + 1} in one request; allowed 1..{limit} (the most the model's queue "
+        "holds, max_queue_sequences)"
     )

@@ -1,6 +1,6 @@
 """server/triton.py and server/statistics.py without a model: the two v2 names of a model,
 Triton's version numbers, ModelConfig from batch settings, statistics, the index, and the
-Triton-only parameters read_options ignores."""
+Triton-only parameters the v2 codec ignores."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bertserve.inference import model_config_pb2 as mc
 from bertserve.server import triton
 from bertserve.server.config import BatchSettings, ServerConfig
 from bertserve.server.errors import InvalidArgument
-from bertserve.server.oip import read_options
+from bertserve.server.oip.codec import read_parameters
 from bertserve.server.repository import ModelPackage, VariantPackage
 from bertserve.server.statistics import Statistics
 
@@ -164,10 +164,10 @@ def test_triton_only_parameters_are_ignored_others_refused():
     request = v2.ModelInferRequest()
     request.parameters["triton_enable_empty_final_response"].bool_param = True
     request.parameters["pooling"].string_param = "mean"
-    assert read_options(request.parameters).pooling == "mean"
+    assert read_parameters(request.parameters).pooling == "mean"
     request.parameters["triton_something_else"].bool_param = True
     with pytest.raises(InvalidArgument, match="'triton_something_else'.*not a parameter"):
-        read_options(request.parameters)
+        read_parameters(request.parameters)
     assert set(triton.IGNORED_PARAMETERS) == {"triton_enable_empty_final_response"}
 
 

@@ -1,0 +1,1 @@
+"""The request path without a protocol: request types, validation, the engine, streams."""

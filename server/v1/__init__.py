@@ -1,0 +1,1 @@
+"""The bertserve.v1 front door: codec and servicer."""
