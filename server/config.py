@@ -154,7 +154,7 @@ class ServerConfig:
     # One connection's share, so a single caller cannot take every slot.
     max_rpcs_per_peer: int | None = setting(
         None,
-        "calls one connection may have in flight",
+        "calls one connection may have in flight (its unary calls may borrow spare slots)",
         kind=int,
         group="limits",
         shown="max_concurrent_rpcs/4, at least min(max_concurrent_rpcs, 16)",

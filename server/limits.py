@@ -142,11 +142,17 @@ class Slots:
                 "stream with backoff or on another replica"
             )
         held = self.by_peer.get(peer, 0)
-        if held >= self.per_peer:
+        # A stream may idle, so a connection's streams never go past its share. A unary call
+        # holds its slot only while its work runs: past its share a connection may borrow
+        # spare slots, as long as a whole share stays free for the other connections.
+        spare = self.total - self.in_flight
+        if held >= self.per_peer and (streaming or spare <= self.per_peer):
             return (
                 f"this connection has {held} calls in flight, its share of the server "
-                f"(max_rpcs_per_peer) is {self.per_peer} of max_concurrent_rpcs={self.total}; "
-                "wait for some to finish, or spread the calls over more connections or replicas"
+                f"(max_rpcs_per_peer) is {self.per_peer} of max_concurrent_rpcs={self.total}"
+                + ("" if streaming else f" and the {spare} spare slots are kept for others")
+                + "; wait for some to finish, or spread the calls over more connections or "
+                "replicas"
             )
         return None
 
@@ -166,8 +172,9 @@ class Slots:
 
 
 class IdleWatch:
-    """Cancels ``task`` once nothing has been ``touch``ed for ``timeout`` seconds (one timer a
-    stream, re-armed only when it fires: a touch is one clock read)."""
+    """Cancels ``task`` once nothing has been ``touch``ed for ``timeout`` seconds while no
+    request waits for its answer (one timer a stream, re-armed only when it fires: a touch is
+    one clock read). A stream whose request is still being computed is busy, not idle."""
 
     def __init__(self, timeout: float, task: asyncio.Task) -> None:
         self.timeout = timeout
@@ -175,18 +182,30 @@ class IdleWatch:
         self.loop = asyncio.get_running_loop()
         self.last = self.loop.time()
         self.fired = False
+        self.waiting = 0  # requests read whose last answer has not been sent
         self.handle = self.loop.call_later(timeout, self._check)
 
     def touch(self) -> None:
         self.last = self.loop.time()
 
+    def request(self) -> None:
+        self.waiting += 1
+        self.last = self.loop.time()
+
+    def answer(self, response: Any) -> None:
+        # a chunked bertserve.v1 answer ends with ``last``; every v2 stream response is whole
+        if getattr(response, "last", True):
+            self.waiting = max(0, self.waiting - 1)
+        self.last = self.loop.time()
+
     def _check(self) -> None:
         idle = self.loop.time() - self.last
-        if idle >= self.timeout:
+        if self.waiting or idle < self.timeout:
+            later = self.timeout if self.waiting else self.timeout - idle
+            self.handle = self.loop.call_later(later, self._check)
+        else:
             self.fired = True
             self.task.cancel()
-        else:
-            self.handle = self.loop.call_later(self.timeout - idle, self._check)
 
     def stop(self) -> None:
         self.handle.cancel()
@@ -268,7 +287,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             index = 0
             async for request in requests:
                 if watch is not None:
-                    watch.touch()
+                    watch.request()
                 if isinstance(request, MalformedRequest):
                     # raised, not aborted here: this runs in the servicer's reading task, and
                     # sending a status while the handler sends a message fails in gRPC's core
@@ -316,7 +335,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                     responses = inner(checked_stream(requests, watch), context)
                     async for response in _responses(responses):
                         if watch is not None:
-                            watch.touch()
+                            watch.answer(response)
                         yield response
                 else:  # no such method today; kept for completeness of the handler kinds
                     yield await inner(checked_stream(requests, watch), context)

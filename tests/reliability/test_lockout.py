@@ -18,6 +18,19 @@ from servers import scrape, start_server, total
 STREAMS, CONNECTIONS = 1030, 10
 
 
+def test_unary_calls_past_a_share_borrow_spare_slots_but_leave_a_share_free():
+    slots = Slots(total=12, per_peer=4, streams=10)
+    busy = "ipv4:127.0.0.1:1000"
+    for _ in range(4):
+        slots.take(busy, streaming=False)
+    assert "max_rpcs_per_peer) is 4" in slots.refusal(busy, streaming=True)  # streams: never
+    for _ in range(4):  # unary calls: while more than a share stays spare
+        assert slots.refusal(busy, streaming=False) is None
+        slots.take(busy, streaming=False)
+    assert "the 4 spare slots are kept for others" in slots.refusal(busy, streaming=False)
+    assert slots.refusal("ipv4:127.0.0.1:2000", streaming=False) is None  # another connection
+
+
 def test_slots_keep_a_unary_reserve_and_a_share_per_connection():
     slots = Slots(total=10, per_peer=4, streams=7)
     for i in range(7):  # seven streams from two connections, within their shares
@@ -173,6 +186,17 @@ async def test_a_silent_stream_is_closed_after_the_idle_timeout(model_repo):
             await requests.put(pb.EmbedRequest(id="1", texts=["I love Paris"]))
             assert (await once.read()).id == "1"
             assert await once.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await requests.put(None)
+            # a stream whose request is computed for longer than the timeout is busy, not idle:
+            # 48 texts of 250 words take many times 0.5 s on a CPU
+            busy = stub.EmbedStream(feed())
+            long_texts = [" ".join(["paris"] * 250)] * 48
+            await requests.put(pb.EmbedRequest(id="2", texts=long_texts))
+            chunks = []
+            while not chunks or not chunks[-1].last:
+                chunks.append(await busy.read())
+            assert not chunks[-1].HasField("error") and chunks[0].id == "2"
+            assert await busy.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # silent after it
             await requests.put(None)
             v2_stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
             v2_silent = v2_stub.ModelStreamInfer(silent())
