@@ -97,12 +97,16 @@ def good_request() -> v2.ModelInferRequest:
 
 
 @pytest.fixture(scope="module")
-def fuzz(classifier_server):
+def fuzz(classifier_server, figures):
+    seen: dict = {"sent": 0, "codes": {}}
     with grpc.insecure_channel(classifier_server.target) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         reference = stub.ModelInfer(good_request(), timeout=60).raw_output_contents[0]
         garbage = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        yield stub, garbage, reference, {"sent": 0, "codes": {}}
+        yield stub, garbage, reference, seen
+    alive = classifier_server.process.poll() is None
+    figures["oip_fuzz"] = {**seen, "probes_correct": seen["sent"] // 25, "server_alive": alive}
+    assert alive, classifier_server.output()[-3000:]
 
 
 @settings(
