@@ -101,7 +101,7 @@ def _layers(value: str | int) -> tuple[int, ...] | None:
         return tuple(int(x) for x in value.split(","))
     except ValueError:
         raise InvalidArgument(
-            f"={value!r}: allowed 'all', a layer or a list such as '-1,-2'", ("layers",)
+            f"={value[:64]!r}: allowed 'all', a layer or a list such as '-1,-2'", ("layers",)
         ) from None
 
 

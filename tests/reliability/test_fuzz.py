@@ -37,6 +37,11 @@ DOCUMENTED = {
 PROBE_EVERY = 25
 METHODS = ("Embed", "Tokenize", "Classify", "ModelInfo", "ListModels")
 CODES = {code.value[0]: code for code in grpc.StatusCode}
+# Documented limits (server/core/request.py, the model's manifest), and the fuzz server's
+MAX_ID_BYTES = MAX_NAME_BYTES = 256
+MAX_LAYER_ENTRIES = 256
+MAX_LENGTH = 512  # minilm's tokens per sequence
+MAX_SEQUENCES = 64  # --max-request-sequences
 
 
 class Fuzz:
@@ -107,7 +112,10 @@ class Fuzz:
 
 @pytest.fixture(scope="module")
 def fuzz(model_repo, figures):
-    server = start_server(model_repo, "--max-batch-size", "16")
+    # a low max_request_sequences: the fuzzers reach it (and one past it) cheaply
+    server = start_server(
+        model_repo, "--max-batch-size", "16", "--max-request-sequences", str(MAX_SEQUENCES)
+    )
     fuzz = Fuzz(server.target)
     yield fuzz
     fuzz.channel.close()
@@ -271,6 +279,131 @@ def test_malformed_tokenize_requests(fuzz, texts, pairs, pad_to, truncate, model
 )
 def test_malformed_streams(fuzz, requests, garbage):
     fuzz.stream(requests, garbage)
+
+
+# -- fields at their limits: one below, at, one past; the exact code is known ---------------
+
+
+def sized(size: int) -> str:
+    """A str of ``size`` UTF-8 bytes, mostly 2-byte characters (bytes are counted, not
+    characters)."""
+    return "é" * (size // 2) + "a" * (size % 2)
+
+
+@st.composite
+def limit_cases(draw) -> tuple[str, object, grpc.StatusCode | None, object]:
+    """(method, request, the code it must get (None: any documented one), a check of an OK
+    answer) for one field one below, at or one past its limit; everything else valid."""
+    ok, bad = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT
+    near = st.sampled_from([-1, 0, 1])
+    field = draw(
+        st.sampled_from(
+            ["id", "model", "variant", "layers", "texts", "sequences", "long", "ids", "pad_to"]
+            + ["tokenize_texts", "tokenize_long"]
+        )
+    )
+    delta = draw(near)
+    over = delta > 0
+    request = pb.EmbedRequest(id="x", texts=["I love Paris"])
+    if field == "id":
+        request.id = sized(MAX_ID_BYTES + delta)
+        return "Embed", request, bad if over else ok, lambda a: a.id == request.id
+    if field == "model":  # no such model: NOT_FOUND, unless too long
+        request.model = sized(MAX_NAME_BYTES + delta)
+        return "Embed", request, bad if over else grpc.StatusCode.NOT_FOUND, None
+    if field == "variant":  # no such variant of minilm is INVALID_ARGUMENT too
+        request.variant = sized(MAX_NAME_BYTES + delta)
+        return "Embed", request, bad, None
+    if field == "layers":  # repeats of valid layers: one layer each
+        layer = draw(st.sampled_from([-1, 0, 6, -7]))
+        request.layers.extend([layer] * (MAX_LAYER_ENTRIES + delta))
+        return "Embed", request, bad if over else ok, lambda a: len(a.outputs) == 1
+    if field == "texts":
+        del request.texts[:]
+        request.texts.extend(["a"] * (MAX_SEQUENCES + delta))
+        return (
+            "Embed",
+            request,
+            bad if over else ok,
+            lambda a: len(a.lengths) == MAX_SEQUENCES + delta,
+        )
+    if field == "sequences":
+        del request.texts[:]
+        ids = pb.TokenSequence(input_ids=[101, 7592, 102])
+        request.sequences.extend([ids] * (MAX_SEQUENCES + delta))
+        return (
+            "Embed",
+            request,
+            bad if over else ok,
+            lambda a: len(a.lengths) == MAX_SEQUENCES + delta,
+        )
+    truncate = draw(st.booleans())
+    tokens = MAX_LENGTH + delta
+    fits = not over or truncate
+    if field == "long":  # "word" is one token; [CLS] and [SEP] make two more
+        request = pb.EmbedRequest(texts=[" ".join(["word"] * (tokens - 2))], truncate=truncate)
+        return (
+            "Embed",
+            request,
+            ok if fits else bad,
+            lambda a: (
+                list(a.lengths) == [min(tokens, MAX_LENGTH)]
+                and list(a.truncated) == [tokens - min(tokens, MAX_LENGTH)]
+            ),
+        )
+    if field == "ids":
+        sequence = pb.TokenSequence(input_ids=[101] + [2773] * (tokens - 2) + [102])
+        request = pb.EmbedRequest(sequences=[sequence], truncate=truncate)
+        return (
+            "Embed",
+            request,
+            ok if fits else bad,
+            lambda a: list(a.lengths) == [min(tokens, MAX_LENGTH)],
+        )
+    if field == "pad_to":
+        request = pb.TokenizeRequest(texts=["I love Paris"], pad_to=MAX_LENGTH + delta)
+        return (
+            "Tokenize",
+            request,
+            bad if over else ok,
+            lambda a: len(a.encodings[0].input_ids) == MAX_LENGTH + delta,
+        )
+    if field == "tokenize_texts":
+        request = pb.TokenizeRequest(texts=["a"] * (MAX_SEQUENCES + delta), pad_to=8)
+        return (
+            "Tokenize",
+            request,
+            bad if over else ok,
+            lambda a: len(a.encodings) == MAX_SEQUENCES + delta,
+        )
+    text = " ".join(["word"] * (tokens - 2))
+    pad_to = draw(st.sampled_from([0, MAX_LENGTH]))
+    request = pb.TokenizeRequest(texts=[text], truncate=truncate, pad_to=pad_to)
+    return (
+        "Tokenize",
+        request,
+        ok if fits else bad,
+        lambda a: (
+            len(a.encodings[0].input_ids) == max(pad_to, min(tokens, MAX_LENGTH))
+            and a.encodings[0].truncated == tokens - min(tokens, MAX_LENGTH)
+        ),
+    )
+
+
+@settings(max_examples=int(120 * SCALE), **SETTINGS)
+@given(case=limit_cases())
+def test_fields_at_their_limits(fuzz, case):
+    method, request, expected, check = case
+    try:
+        answer = getattr(fuzz.stub, method)(request, timeout=60)
+        code, details = grpc.StatusCode.OK, ""
+    except grpc.RpcError as error:
+        answer, code, details = None, error.code(), error.details() or ""
+        assert len(details) < 2048, details[:300]
+    fuzz.seen(code, details)
+    assert expected is None or code == expected, (code, expected, details[:300])
+    if answer is not None and check is not None:
+        assert check(answer), answer
 
 
 def test_enough_requests_were_fuzzed(fuzz):

@@ -130,7 +130,7 @@ def packed(*items: bytes) -> bytes:
 
 
 def text_request(*texts: str, outputs: tuple[str, ...] = ()) -> v2.ModelInferRequest:
-    request = v2.ModelInferRequest(model_name="minilm")
+    request = v2.ModelInferRequest(model_name="minilm.features")
     request.inputs.add(name="TEXT", datatype="BYTES", shape=[len(texts)])
     request.raw_input_contents.append(packed(*(t.encode() for t in texts)))
     for name in outputs:
@@ -219,7 +219,7 @@ def test_a_cut_prefix_gives_the_tokens_the_whole_text_gives(stub):
 
 def test_big_repeated_fields_are_refused_by_their_count(server, figures, stub, v2_stub):
     with bounded(server, figures, "big_repeated_fields"):
-        raw = v2.ModelInferRequest(model_name="minilm")
+        raw = v2.ModelInferRequest(model_name="minilm.features")
         raw.inputs.add(name="TEXT", datatype="BYTES", shape=[4_000_000])
         raw.raw_input_contents.append(packed(b"") * 4_000_000)
         assert "TEXT: shape [4000000]: a batch of 4,000,000" in refused(v2_stub.ModelInfer, raw)
@@ -239,7 +239,7 @@ def test_big_repeated_fields_are_refused_by_their_count(server, figures, stub, v
 @pytest.mark.parametrize("raw", [True, False], ids=["raw", "contents"])
 @pytest.mark.parametrize("shape", [[2**32, 2**32], [2**62, 4], [2**63 - 1, 2], [1, 2**62]])
 def test_a_shape_that_overflows_is_invalid_argument(v2_stub, shape, raw):
-    request = v2.ModelInferRequest(model_name="minilm")
+    request = v2.ModelInferRequest(model_name="minilm.features")
     tensor = request.inputs.add(name="input_ids", datatype="INT64", shape=shape)
     if raw:
         request.raw_input_contents.append(np.array([101, 102], "<i8").tobytes())
@@ -276,7 +276,7 @@ def test_v2_errors_name_v2_inputs_and_parameters(v2_stub):
     layers = text_request("a", outputs=("hidden_states",))
     layers.parameters["layers"].string_param = "9"
     assert refused(v2_stub.ModelInfer, layers).startswith("parameters['layers']=9: no such layer")
-    ids = v2.ModelInferRequest(model_name="minilm")
+    ids = v2.ModelInferRequest(model_name="minilm.features")
     ids.inputs.add(name="input_ids", datatype="INT64", shape=[1, 2000])
     ids.raw_input_contents.append(np.full(2000, 101, "<i8").tobytes())
     assert refused(v2_stub.ModelInfer, ids).startswith("input_ids[0]: 2000 tokens")
