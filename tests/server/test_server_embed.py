@@ -217,9 +217,8 @@ async def test_concurrent_callers_with_different_lengths_get_their_own_results(i
         np.testing.assert_allclose(
             outputs["sentence_embedding"][0], ref["last_hidden_state"].mean(0), atol=ATOL
         )
-    assert any(
-        r.timing.computed_tokens > r.timing.tokens for r, _ in answers
-    )  # they shared batches
+    # whether they shared batches depends on when each arrived: the planner's grouping is tested
+    # deterministically in test_server_batcher.py; here each caller must get its own answer
 
 
 async def test_a_big_answer_on_embed_stream_arrives_in_chunks_under_4mb(in_process):
