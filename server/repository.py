@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-VARIANT_ORDER = ("fp32", "fp32-opt", "int8", "fp16")
+from bertserve.variants import VARIANTS
+
+# the variants in their listed order (and, in server/triton.py, their Triton version numbers)
+VARIANT_ORDER = VARIANTS
 
 log = logging.getLogger(__name__)
 

@@ -26,24 +26,6 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def cpu_features() -> str:
-    """The CPU's model and the vector instructions int8 and fp32 speed depend on."""
-    model, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    vector = sorted(f for f in flags if f == "avx2" or f.startswith("avx512") or "vnni" in f)
-    return f"{model}; {' '.join(vector) or 'no avx2'}"
-
-
 def check_device(device: str) -> None:
     """Raise DeviceError with the fix when ``device`` cannot be used."""
     import onnxruntime as ort
