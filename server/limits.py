@@ -206,6 +206,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.slots = Slots(max_concurrent_rpcs, max_rpcs_per_peer, stream_limit)
         self.stream_idle_timeout_s = stream_idle_timeout_s
+        # method -> (the handler it had, that handler wrapped)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -227,6 +229,16 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        # the wrappers depend only on the method and its handler: built once, not per call
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` behind the guard: decode check, slot, idle watch, in-flight gauge."""
         short = method.rsplit("/", 1)[-1]
         counted = method.startswith(COUNTED)
         streaming = bool(handler.request_streaming)
