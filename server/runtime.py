@@ -76,6 +76,10 @@ class ModelRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # No busy-waiting of the intra-op threads after a run: they would hold the cores the
+        # event loop needs to answer (and the next request's bytes to arrive). One caller of
+        # short requests on 2 cores, A/B in one run: p50 4.8 vs 7.4 ms, p99 21 vs 35 ms.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [CUDA, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self._sessions: queue.SimpleQueue = queue.SimpleQueue()
