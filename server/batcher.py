@@ -133,7 +133,8 @@ class Batcher:
         self._queued_sequences = 0
         self._queued_tokens = 0
         self._free_workers = workers
-        self._changed = asyncio.Event()
+        # what the batcher loop's task awaits while nothing can be dispatched (see _wake)
+        self._waiter: asyncio.Future | None = None
         # batches handed to a worker and not yet finished on the loop
         self._running: set[tuple[_Entry, ...]] = set()
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -230,7 +231,7 @@ class Batcher:
                 self._soon = True
                 loop.call_soon(self._dispatch_soon)
         else:
-            self._changed.set()
+            self._wake()
         # a timer, not wait_for: no task per request, and the queue is left the moment it fires
         timer = None if timeout is None else loop.call_later(timeout, self._expire, request)
         try:
@@ -271,12 +272,12 @@ class Batcher:
             log.info("%s: dropped %d waiting sequences (%s)", self.name, request.waiting, reason)
             request.waiting = request.waiting_tokens = 0
             self._report_depth()
-            self._changed.set()
+            self._wake()
 
     async def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, finish the queued and running ones (within ``timeout``), stop."""
         self._closing = True
-        self._changed.set()
+        self._wake()
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
         while self._queue or self._running:
@@ -307,11 +308,24 @@ class Batcher:
             except Exception:  # never let the loop die
                 log.exception("%s: forming a batch failed", self.name)
                 timeout = 0.01
-            self._changed.clear()
+            # a bare future and a timer: asyncio.wait_for(event.wait()) made a task and a
+            # timeout context on every wake, and under load it wakes on every request
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, self._wake)
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
+                await self._waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _wake(self) -> None:
+        """Something changed (a request came or left, a worker freed, closing): the loop's
+        task looks again."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _dispatch_ready(self) -> float | None:
         """Dispatch batches while a worker is free and one is ready; returns how long to wait
@@ -335,10 +349,10 @@ class Batcher:
         self._soon = False
         try:
             if self._dispatch_ready() is not None:
-                self._changed.set()  # waiting helps: the batcher loop keeps the time
+                self._wake()  # waiting helps: the batcher loop keeps the time
         except Exception:
             log.exception("%s: forming a batch failed", self.name)
-            self._changed.set()
+            self._wake()
 
     def _window(self) -> dict[_Request, list[int]]:
         """Each waiting request's share of the window, in service order: its shortest
@@ -470,7 +484,7 @@ class Batcher:
         self._running.discard(batch)
         self._free_workers += 1
         if self._queue:  # someone waits for this worker (else the loop's task sleeps on)
-            self._changed.set()
+            self._wake()
         if results is None:
             failure = error or RuntimeError("run_batch returned nothing")
             log.error("%s: a batch of %d sequences failed", self.name, len(batch), exc_info=failure)
