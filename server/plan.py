@@ -8,6 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# What a batch costs the server besides onnxruntime's run (dispatch, two thread hops, padding,
+# resolving its callers: ~0.1-0.2 ms profiled). Warm-up timings on a busy machine can fit no
+# fixed cost at all; then every split prices the same and batches come out one sequence each.
+# This floor keeps sharing a batch worth it.
+MIN_OVERHEAD_S = 2e-4
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -44,7 +50,7 @@ class CostModel:
             keep.remove(negative[0])  # a term the noise made negative is taken as zero
         values = dict.fromkeys(range(3), 0.0)
         values.update(zip(keep, (float(c) for c in coefficients), strict=True))
-        return cls(max(values[0], 0.0), max(values[1], 1e-9), max(values[2], 0.0))
+        return cls(max(values[0], MIN_OVERHEAD_S), max(values[1], 1e-9), max(values[2], 0.0))
 
     def describe(self) -> str:
         return (

@@ -10,6 +10,7 @@ import pytest
 from bertserve.server.batcher import Batcher, CostModel, plan_batches
 from bertserve.server.config import BatchSettings
 from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
+from bertserve.server.plan import MIN_OVERHEAD_S
 
 
 class StandIn:
@@ -285,6 +286,14 @@ def test_the_cost_model_is_fitted_from_measurements():
     # noise that would make a term negative leaves it at zero, never below
     flat = CostModel.fit([(1, 8, 1e-3), (1, 64, 1e-3), (8, 64, 1e-3), (2, 256, 1e-3)])
     assert min(flat.overhead_s, flat.per_token_s, flat.per_token_length_s) >= 0
+
+
+def test_a_fit_that_finds_no_fixed_cost_still_batches():
+    # timings exactly proportional to tokens (a busy machine's warm-up can look like this)
+    samples = [(b, n, b * n * 2e-4) for b, n in [(1, 8), (1, 64), (8, 16), (8, 64), (2, 256)]]
+    fitted = CostModel.fit(samples)
+    assert fitted.overhead_s == MIN_OVERHEAD_S
+    assert plan_batches([302] * 64, fitted, max_size=64, max_tokens=1 << 15) == [64]
 
 
 # -- the queue under load ---------------------------------------------------------------------
