@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# What a batch costs the server besides onnxruntime's run (dispatch, two thread hops, padding,
-# resolving its callers: ~0.1-0.2 ms profiled). Warm-up timings on a busy machine can fit no
-# fixed cost at all; then every split prices the same and batches come out one sequence each.
-# This floor keeps sharing a batch worth it.
-MIN_OVERHEAD_S = 2e-4
+# The least fixed cost a fitted model keeps per batch. onnxruntime's own per-run cost (fits of
+# 1.3-7.6 ms on 2 busy cores here) plus the server's (dispatch, two thread hops, padding,
+# resolving callers: 0.1-0.2 ms profiled); but warm-up timings on a busy machine can fit none
+# at all, and then every split prices the same and batches come out one sequence each.
+MIN_OVERHEAD_S = 5e-4
 
 
 @dataclass(frozen=True)
