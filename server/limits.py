@@ -318,6 +318,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> Any:
             peer = await admit(context)
+            held = True  # the slot, given back before a status is sent (a caller that reads
+            # the gauge once it has its status sees the slot free)
+
+            def give_back() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    leave(peer)
+
             watch = None
             if counted and self.stream_idle_timeout_s > 0:
                 task = asyncio.current_task()
@@ -335,12 +344,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             except BertServeError as error:  # a bad message ends the stream with its status
                 code, message = status_of(error)
                 metrics.REQUESTS.labels(short, code.name).inc()
+                give_back()
                 await context.abort(code, message)
             except asyncio.CancelledError:
                 if watch is None or not watch.fired:
                     raise  # the caller cancelled, or the server is stopping
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 metrics.REQUESTS.labels(short, "DEADLINE_EXCEEDED").inc()
+                give_back()
                 await context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     self.idle_message(),
@@ -349,6 +360,6 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if watch is not None:
                     watch.stop()
-                leave(peer)
+                give_back()
 
         return _method_handler(handler, streaming_handler, deserializer)
