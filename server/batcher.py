@@ -133,8 +133,12 @@ class Batcher:
         self._queued_sequences = 0
         self._queued_tokens = 0
         self._free_workers = workers
-        self._changed = asyncio.Event()
-        self._running: set[asyncio.Task] = set()
+        # what the batcher loop's task awaits while nothing can be dispatched (see _wake)
+        self._waiter: asyncio.Future | None = None
+        # batches handed to a worker and not yet finished on the loop
+        self._running: set[tuple[_Entry, ...]] = set()
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._soon = False  # a _dispatch_soon is scheduled
         self._batch_ids = itertools.count()
         self._loop_task: asyncio.Task | None = None
         self._closing = False
@@ -142,7 +146,8 @@ class Batcher:
 
     def start(self) -> None:
         if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
+            self._event_loop = asyncio.get_running_loop()
+            self._loop_task = self._event_loop.create_task(self._loop(), name=self.name)
 
     def admit(self, count: int, tokens: int = 0) -> None:
         """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now
@@ -219,7 +224,14 @@ class Batcher:
         self._queued_sequences += request.waiting
         self._queued_tokens += tokens
         self._report_depth()
-        self._changed.set()
+        if self._free_workers > 0 and not self._concurrent_load:
+            # a worker is idle and nobody queues behind a batch: dispatch at the end of this
+            # loop iteration, without waking the batcher loop's task (a task step and a timer)
+            if not self._soon:
+                self._soon = True
+                loop.call_soon(self._dispatch_soon)
+        else:
+            self._wake()
         # a timer, not wait_for: no task per request, and the queue is left the moment it fires
         timer = None if timeout is None else loop.call_later(timeout, self._expire, request)
         try:
@@ -260,12 +272,12 @@ class Batcher:
             log.info("%s: dropped %d waiting sequences (%s)", self.name, request.waiting, reason)
             request.waiting = request.waiting_tokens = 0
             self._report_depth()
-            self._changed.set()
+            self._wake()
 
     async def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, finish the queued and running ones (within ``timeout``), stop."""
         self._closing = True
-        self._changed.set()
+        self._wake()
         loop = asyncio.get_running_loop()
         end = None if timeout is None else loop.time() + timeout
         while self._queue or self._running:
@@ -281,44 +293,66 @@ class Batcher:
         self._queue.clear()
         self._queued_sequences = self._queued_tokens = 0
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for batch in self._running:  # still computing past the timeout: its callers leave now
+            for entry in batch:
+                if not entry.request.future.done():
+                    entry.request.future.set_exception(Unavailable(f"{self.name}: shut down"))
+        self._running.clear()
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         while True:
             try:
-                batch = await self._form_batch()
-            except asyncio.CancelledError:
-                raise
+                timeout = self._dispatch_ready()
             except Exception:  # never let the loop die
                 log.exception("%s: forming a batch failed", self.name)
-                await asyncio.sleep(0.01)
-                continue
-            if not batch:
-                continue
-            self._free_workers -= 1
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _form_batch(self) -> list[_Entry]:
-        loop = asyncio.get_running_loop()
-        while True:
-            timeout = None
-            if self._queue and self._free_workers > 0:
-                anchor = next(iter(self._queue))
-                batch, full, peeked = self._select()
-                remaining = self.settings.max_queue_delay_ms / 1000 - (loop.time() - anchor.arrived)
-                waiting_helps = self._concurrent_load and remaining > 0 and not self._closing
-                if full or not waiting_helps:
-                    self._take(batch, peeked)
-                    return batch
-                timeout = remaining
-            self._changed.clear()
+                timeout = 0.01
+            # a bare future and a timer: asyncio.wait_for(event.wait()) made a task and a
+            # timeout context on every wake, and under load it wakes on every request
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, self._wake)
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
+                await self._waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+
+    def _wake(self) -> None:
+        """Something changed (a request came or left, a worker freed, closing): the loop's
+        task looks again."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _dispatch_ready(self) -> float | None:
+        """Dispatch batches while a worker is free and one is ready; returns how long to wait
+        for the anchor's batch to fill (None: wait for a change)."""
+        loop = self._event_loop
+        assert loop is not None
+        while self._queue and self._free_workers > 0:
+            anchor = next(iter(self._queue))
+            batch, full, peeked = self._select()
+            remaining = self.settings.max_queue_delay_ms / 1000 - (loop.time() - anchor.arrived)
+            waiting_helps = self._concurrent_load and remaining > 0 and not self._closing
+            if not full and waiting_helps:
+                return remaining
+            self._take(batch, peeked)
+            self._dispatch(batch)
+        return None
+
+    def _dispatch_soon(self) -> None:
+        """The lone-caller path: run by call_soon after the submits of this loop iteration, so
+        requests that arrived together still share a batch."""
+        self._soon = False
+        try:
+            if self._dispatch_ready() is not None:
+                self._wake()  # waiting helps: the batcher loop keeps the time
+        except Exception:
+            log.exception("%s: forming a batch failed", self.name)
+            self._wake()
 
     def _window(self) -> dict[_Request, list[int]]:
         """Each waiting request's share of the window, in service order: its shortest
@@ -399,9 +433,10 @@ class Batcher:
         self._queued_tokens -= sum(entry.length for entry in batch)
         self._report_depth()
 
-    async def _run(self, batch: list[_Entry]) -> None:
-        loop = asyncio.get_running_loop()
-        batch_id = next(self._batch_ids)
+    def _dispatch(self, batch: list[_Entry]) -> None:
+        """Hand ``batch`` to a worker thread; the worker runs it and posts the results back in
+        one hop (no task, no chained futures: a single loop callback resolves the callers)."""
+        self._free_workers -= 1
         self._concurrent_load = len({id(e.request) for e in batch}) > 1 or bool(self._queue)
         start_ns = time.monotonic_ns()
         for entry in batch:
@@ -410,25 +445,54 @@ class Batcher:
                 request.first_start_ns = start_ns
                 if self._observer:
                     self._observer.queued((start_ns - request.submitted_ns) / 1e9)
+        key = tuple(batch)
+        self._running.add(key)
+        payloads = [e.request.payloads[e.index] for e in batch]
         try:
-            results = await loop.run_in_executor(
-                self._executor,
-                self._run_batch,
-                [e.request.payloads[e.index] for e in batch],
-            )
+            self._executor.submit(self._work, key, payloads, start_ns)
+        except RuntimeError as error:  # the executor was shut down (closing)
+            self._finish(key, None, error, start_ns)
+
+    def _work(self, batch: tuple[_Entry, ...], payloads: list[Any], start_ns: int) -> None:
+        """On a worker thread: run the batch, then post the outcome to the event loop."""
+        results: Sequence[Any] | None = None
+        error: BaseException | None = None
+        try:
+            results = self._run_batch(payloads)
             if len(results) != len(batch):
                 raise RuntimeError(
                     f"run_batch returned {len(results)} results for {len(batch)} inputs"
                 )
-        except Exception as error:
-            log.exception("%s: a batch of %d sequences failed", self.name, len(batch))
+        except Exception as failure:
+            results, error = None, failure
+        assert self._event_loop is not None
+        try:
+            self._event_loop.call_soon_threadsafe(self._finish, batch, results, error, start_ns)
+        except RuntimeError:  # the loop is closed: nobody is left to answer
+            pass
+
+    def _finish(
+        self,
+        batch: tuple[_Entry, ...],
+        results: Sequence[Any] | None,
+        error: BaseException | None,
+        start_ns: int,
+    ) -> None:
+        """On the loop: free the worker and resolve the batch's callers."""
+        if batch not in self._running:
+            return  # closed meanwhile: its callers were already answered
+        self._running.discard(batch)
+        self._free_workers += 1
+        if self._queue:  # someone waits for this worker (else the loop's task sleeps on)
+            self._wake()
+        if results is None:
+            failure = error or RuntimeError("run_batch returned nothing")
+            log.error("%s: a batch of %d sequences failed", self.name, len(batch), exc_info=failure)
             for entry in batch:
                 if not entry.request.future.done():
-                    entry.request.future.set_exception(error)
+                    entry.request.future.set_exception(failure)
             return
-        finally:
-            self._free_workers += 1
-            self._changed.set()
+        batch_id = next(self._batch_ids)
         elapsed_ns = time.monotonic_ns() - start_ns
         longest = batch[-1].length
         if self._observer:

@@ -124,6 +124,11 @@ class ServerConfig:
         0, "threads per onnxruntime session", shown="0: the CPUs this process may use / instances"
     )
     instances: int = setting(1, "onnxruntime sessions per variant, run side by side")
+    spin_wait: bool = setting(
+        True,
+        "onnxruntime's threads busy-wait for work after a run: lower latency on cores of its own;"
+        " off where the event loop shares the cores (more concurrent throughput, lower p99)",
+    )
     grace_period_s: float = setting(10.0, "seconds to finish in-flight work on SIGTERM")
     warmup: bool = setting(True, "warm up each variant and measure its batch cost at load")
     batch: BatchSettings = field(default_factory=BatchSettings)

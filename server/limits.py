@@ -225,6 +225,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.slots = Slots(max_concurrent_rpcs, max_rpcs_per_peer, stream_limit)
         self.stream_idle_timeout_s = stream_idle_timeout_s
+        # method -> (the handler it had, that handler wrapped)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -246,6 +248,16 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        # the wrappers depend only on the method and its handler: built once, not per call
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` behind the guard: decode check, slot, idle watch, in-flight gauge."""
         short = method.rsplit("/", 1)[-1]
         counted = method.startswith(COUNTED)
         streaming = bool(handler.request_streaming)
@@ -325,6 +337,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
         ) -> Any:
             peer = await admit(context)
+            held = True  # the slot, given back before a status is sent (a caller that reads
+            # the gauge once it has its status sees the slot free)
+
+            def give_back() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    leave(peer)
+
             watch = None
             if counted and self.stream_idle_timeout_s > 0:
                 task = asyncio.current_task()
@@ -342,12 +363,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             except BertServeError as error:  # a bad message ends the stream with its status
                 code, message = status_of(error)
                 metrics.REQUESTS.labels(short, code.name).inc()
+                give_back()
                 await context.abort(code, message)
             except asyncio.CancelledError:
                 if watch is None or not watch.fired:
                     raise  # the caller cancelled, or the server is stopping
                 asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 metrics.REQUESTS.labels(short, "DEADLINE_EXCEEDED").inc()
+                give_back()
                 await context.abort(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     self.idle_message(),
@@ -356,6 +379,6 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if watch is not None:
                     watch.stop()
-                leave(peer)
+                give_back()
 
         return _method_handler(handler, streaming_handler, deserializer)

@@ -70,7 +70,11 @@ class LoadedVariant:
         self.type_vocab_size = int(manifest.get("type_vocab_size") or 2)
         self.tokenizer = TextTokenizer(package.path / "tokenizer.json", self.max_length)
         self.runtime = ModelRuntime(
-            package.path / "model.onnx", config.device, config.intra_op_threads, config.instances
+            package.path / "model.onnx",
+            config.device,
+            config.intra_op_threads,
+            config.instances,
+            config.spin_wait,
         )
         missing = [
             name

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The least fixed cost a fitted model keeps per batch. onnxruntime's own per-run cost (fits of
+# 1.3-7.6 ms on 2 busy cores here) plus the server's (dispatch, two thread hops, padding,
+# resolving callers: 0.1-0.2 ms profiled); but warm-up timings on a busy machine can fit none
+# at all, and then every split prices the same and batches come out one sequence each.
+MIN_OVERHEAD_S = 5e-4
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -44,7 +50,7 @@ class CostModel:
             keep.remove(negative[0])  # a term the noise made negative is taken as zero
         values = dict.fromkeys(range(3), 0.0)
         values.update(zip(keep, (float(c) for c in coefficients), strict=True))
-        return cls(max(values[0], 0.0), max(values[1], 1e-9), max(values[2], 0.0))
+        return cls(max(values[0], MIN_OVERHEAD_S), max(values[1], 1e-9), max(values[2], 0.0))
 
     def describe(self) -> str:
         return (

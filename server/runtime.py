@@ -47,7 +47,12 @@ class ModelRuntime:
     """
 
     def __init__(
-        self, model_path: Path, device: str = "cpu", intra_op_threads: int = 0, instances: int = 1
+        self,
+        model_path: Path,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        instances: int = 1,
+        spin_wait: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -58,6 +63,10 @@ class ModelRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spin_wait:
+            # the intra-op threads sleep after a run instead of holding the cores that the
+            # event loop needs to answer and to take the next requests
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [CUDA, "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self._sessions: queue.SimpleQueue = queue.SimpleQueue()
