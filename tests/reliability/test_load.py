@@ -189,7 +189,9 @@ def test_memory_stays_flat_over_random_requests_and_bad_calls(model_repo, figure
         with Client(server.target, timeout=300) as client:  # the largest batch either can form
             client.embed([" ".join(VOCABULARY[:48])] * 64)
         asyncio.run(_random_requests(server.target, 2_000, seed=1))
-        asyncio.run(_bad_calls(server.target, 500))
+        # the bad calls' own warm-up: a first 5,000 of a kind grew RSS up to 22 MiB, the
+        # next 5,000 of the same kind +3.5, +2.2, -17.6 and +0.9 MiB (allocator, not a leak)
+        asyncio.run(_bad_calls(server.target, 2_000))
         rss_start = rss_bytes(server.process.pid)
         started = time.monotonic()
         done = asyncio.run(_random_requests(server.target, count, seed=2))
