@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bertserve.client.cli import HelpFormatter
-
 EXAMPLES = """\
 examples:
   bertserve serve --repo models
@@ -26,6 +24,7 @@ GROUP_TITLES = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` sub-command."""
+    from bertserve.client.cli import HelpFormatter  # here: importing this module stays light
     from bertserve.server.config import env_name, flag_name, settings, shown_default
 
     parser = subparsers.add_parser(
