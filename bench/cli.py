@@ -10,7 +10,29 @@ import socket
 import sys
 from pathlib import Path
 
+from bertserve.client.cli import HelpFormatter
 from bertserve.variants import DEFAULT_VARIANTS
+
+DESCRIPTION = """\
+Without --peers: a load generator. For each setting (variant x tokens per text x texts per \
+request x concurrency) closed-loop callers send real texts, cut to exactly the asked number of \
+tokens, for --duration seconds or --requests requests; it reports requests/s, sequences/s, \
+tokens/s and the median, p90 and p99 latency, with the CPU and its vector flags. Compare \
+figures within one run only.
+With --peers: every way to the same sentence vectors side by side on one corpus and the same \
+threads (PyTorch, sentence-transformers, a raw onnxruntime session per variant, bertserve over \
+gRPC and the bulk CLI), then single short requests and a sweep of concurrent callers; \
+missing peers are skipped with a note. --latency runs only that last part.
+"""
+
+EXAMPLES = """\
+examples:
+  bertserve bench --repo models --variants fp32-opt,int8 --lengths 16,128 --concurrency 1,8 \
+--duration 5
+  bertserve bench --target 127.0.0.1:50051 --model minilm --lengths 16 --concurrency 1,4,16 \
+--requests 480
+  bertserve bench --latency --repo models --variants fp32-opt --concurrency 1,64
+"""
 
 
 def _ints(text: str) -> list[int]:
@@ -25,32 +47,56 @@ def _ints(text: str) -> list[int]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` sub-command."""
-    from . import load, peers
-
     bench = subparsers.add_parser(
         "bench",
         help="load-test a server, or (--peers) compare it with every other way to get vectors",
-        description=f"{load.__doc__}\nWith --peers: {peers.__doc__}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     where = bench.add_mutually_exclusive_group()
     where.add_argument(
-        "--target", default=None, help="a running server (default $BERTSERVE_TARGET)"
+        "--target",
+        default=None,
+        help="a running server (default: $BERTSERVE_TARGET or 127.0.0.1:50051)",
     )
     where.add_argument("--repo", type=Path, help="start a server on this model repository")
-    bench.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument")
-    bench.add_argument("--model", default=None)
+    bench.add_argument(
+        "--server-arg", action="append", default=[], help="extra `serve` argument (repeatable)"
+    )
+    bench.add_argument("--model", default=None, help="model name (default: the server's)")
     bench.add_argument("--variants", default="", help="e.g. fp32-opt,int8 (default: server's)")
-    bench.add_argument("--concurrency", type=_ints, default=None, help="e.g. 1,8,32")
+    bench.add_argument(
+        "--concurrency",
+        type=_ints,
+        default=None,
+        help="callers at once, e.g. 1,8,32 (default: 1,8; --peers 1,4,16,64; --latency 1,64)",
+    )
     bench.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     loadgen = bench.add_argument_group("load generator (without --peers)")
-    loadgen.add_argument("--batch-sizes", type=_ints, default=[1], help="texts per request")
-    loadgen.add_argument("--lengths", type=_ints, default=[16, 128], help="tokens per text")
+    loadgen.add_argument(
+        "--batch-sizes",
+        type=_ints,
+        default=[1],
+        help="texts per request, comma-separated (default: 1)",
+    )
+    loadgen.add_argument(
+        "--lengths",
+        type=_ints,
+        default=[16, 128],
+        help="tokens per text, comma-separated (default: 16,128)",
+    )
     stop = loadgen.add_mutually_exclusive_group()
-    stop.add_argument("--duration", type=float, default=None, help="seconds per setting (10)")
-    stop.add_argument("--requests", type=int, default=None, help="requests per setting")
+    stop.add_argument(
+        "--duration", type=float, default=None, help="seconds per setting (default: 10)"
+    )
+    stop.add_argument(
+        "--requests", type=int, default=None, help="requests per setting (default: --duration)"
+    )
     loadgen.add_argument("--warmup", type=int, default=3, help="requests before measuring")
-    loadgen.add_argument("--output", choices=("sentence", "tokens"), default="sentence")
+    loadgen.add_argument(
+        "--output", choices=("sentence", "tokens"), default="sentence", help="what is asked for"
+    )
     side = bench.add_argument_group("peers (--peers; needs --repo for the raw sessions)")
     side.add_argument("--peers", action="store_true", help="compare every way, side by side")
     side.add_argument(

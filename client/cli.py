@@ -26,6 +26,35 @@ PARTS = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose, keeps indented lines (an epilog's examples) as written, shows defaults.
+
+    ``ArgumentDefaultsHelpFormatter`` would also print "(default: None)" and "(default: False)";
+    here an option without a value of its own (None, off, empty) says nothing, and help text that
+    already names its default is left alone.
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if line.startswith(" ") or not line:
+                lines.append(indent + line)
+            else:
+                lines.append(super()._fill_text(line, width, indent))
+        return "\n".join(lines)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            or action.default in ([], "")
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bertserve import __version__
 

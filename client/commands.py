@@ -11,25 +11,45 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bertserve.client.cli import HelpFormatter
 from bertserve.variants import VARIANTS
 
 FORMATS = ("json", "npy", "npz")
 
 
-def _connection(parser: argparse.ArgumentParser, *, variant: bool = False) -> None:
+def _examples(*commands: str) -> str:
+    """An epilog of example command lines, kept as written by HelpFormatter."""
+    return "examples:\n" + "".join(f"  {command}\n" for command in commands)
+
+
+def _connection(
+    parser: argparse.ArgumentParser, *, variant: bool = False, model: bool = True
+) -> None:
     parser.add_argument(
         "--target",
         default=None,
         help="host:port, host1:port,host2:port or dns:///name:port "
         "(default: $BERTSERVE_TARGET or 127.0.0.1:50051)",
     )
-    parser.add_argument("--model", default=None, help="model name (default: the server's)")
+    if model:
+        parser.add_argument("--model", default=None, help="model name (default: the server's)")
     if variant:
-        parser.add_argument("--variant", default=None, help=", ".join(VARIANTS))
+        parser.add_argument(
+            "--variant",
+            default=None,
+            help=f"one of {', '.join(VARIANTS)} (default: the model's default on the server)",
+        )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call")
-    parser.add_argument("--tls", default=None, metavar="ROOTS.pem|system", help="use TLS")
     parser.add_argument(
-        "--token", default=os.environ.get("BERTSERVE_TOKEN"), help="bearer token ($BERTSERVE_TOKEN)"
+        "--tls",
+        default=None,
+        metavar="ROOTS.pem|system",
+        help="use TLS, trusting ROOTS.pem or the system's roots (default: plaintext)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("BERTSERVE_TOKEN"),
+        help="bearer token (default: $BERTSERVE_TOKEN)",
     )
 
 
@@ -40,19 +60,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="features of texts (or of a whole file with --input)",
         description="Embed texts given on the command line, or a .txt/.jsonl file with "
         "--input (bulk: streamed, resumable, written atomically to .npy or .parquet).",
+        epilog=_examples(
+            'bertserve embed "I love Paris" "Paris is lovely"',
+            'bertserve embed "I love Paris" --tokens --layers -1,-2 --format npz -o paris.npz',
+            "bertserve embed --input texts.txt --output vectors.npy --normalize",
+        ),
+        formatter_class=HelpFormatter,
     )
     embed.add_argument("texts", nargs="*", help="texts to embed")
     # So that `--layers -1,-2` reads as a value, not as an unknown option.
     embed._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$")
     _connection(embed, variant=True)
-    embed.add_argument("--pooling", choices=("cls", "pooler", "mean", "max", "none"))
+    embed.add_argument(
+        "--pooling",
+        choices=("cls", "pooler", "mean", "max", "none"),
+        help="how tokens become the sentence vector (default: the model's, see `info`)",
+    )
     embed.add_argument("--layers", default=None, help="hidden states: all, or indices like -1,-2")
     embed.add_argument("--tokens", action="store_true", help="also return token embeddings")
     embed.add_argument(
-        "--aggregate", choices=("last", "concat_last_4", "sum_last_4", "mean_all"), default=None
+        "--aggregate",
+        choices=("last", "concat_last_4", "sum_last_4", "mean_all"),
+        default=None,
+        help="hidden states combined into the token vectors (default: last)",
     )
     embed.add_argument("--normalize", action="store_true", help="L2-normalise sentence vectors")
-    embed.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    embed.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="of vectors"
+    )
     embed.add_argument("--truncate", action="store_true", help="cut texts over the model's limit")
     embed.add_argument("--format", choices=FORMATS, default="json", help="for texts (default json)")
     embed.add_argument("--input", type=Path, help="bulk: a .txt (one text a line) or .jsonl file")
@@ -87,37 +122,79 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="labels of texts from a fine-tuned classifier",
         description="The label and the probability of every label (best first) for each text, "
         "from a model exported by `bertserve finetune`.",
+        epilog=_examples(
+            'bertserve classify "what a great day" --model minilm-sentiment',
+            'bertserve classify "so bad" "fine" --model minilm-sentiment --top-k 1 --format json',
+        )
+        + "(minilm-sentiment: bertserve finetune minilm --data sentiment --out models)\n",
+        formatter_class=HelpFormatter,
     )
     classify.add_argument("texts", nargs="+", help="texts to classify")
     _connection(classify, variant=True)
     classify.add_argument("--pair", action="append", help="second segment (one per text)")
     classify.add_argument("--top-k", type=int, default=0, help="labels per text (0: all)")
     classify.add_argument("--truncate", action="store_true", help="cut texts over the limit")
-    classify.add_argument("--format", choices=("text", "json"), default="text")
+    classify.add_argument("--format", choices=("text", "json"), default="text", help="output")
     classify.set_defaults(run=run_classify, extra="")
 
-    tokenize = subparsers.add_parser("tokenize", help="the server's tokenization of texts")
-    tokenize.add_argument("texts", nargs="+")
+    tokenize = subparsers.add_parser(
+        "tokenize",
+        help="the server's tokenization of texts",
+        description="The tokens, token ids, token type ids and attention mask the server's "
+        "tokenizer makes of each text (or text pair), exactly as the model sees them.",
+        epilog=_examples(
+            'bertserve tokenize "I love Paris"',
+            'bertserve tokenize "Where is it?" --pair "In Paris." --pad-to 16 --format json',
+        ),
+        formatter_class=HelpFormatter,
+    )
+    tokenize.add_argument("texts", nargs="+", help="texts to tokenize")
     _connection(tokenize)
     tokenize.add_argument("--pair", action="append", help="second segment (one per text)")
     tokenize.add_argument("--pad-to", type=int, default=0, help="pad every sequence to N tokens")
-    tokenize.add_argument("--truncate", action="store_true")
-    tokenize.add_argument("--format", choices=("text", "json"), default="text")
+    tokenize.add_argument("--truncate", action="store_true", help="cut texts over the limit")
+    tokenize.add_argument("--format", choices=("text", "json"), default="text", help="output")
     tokenize.set_defaults(run=run_tokenize, extra="")
 
-    info = subparsers.add_parser("info", help="what the server says about a model")
+    info = subparsers.add_parser(
+        "info",
+        help="what the server says about a model",
+        description="One model's shape (layers, hidden size, heads, max length, vocabulary), "
+        "its variants and which are loaded, its default variant and why, and its labels.",
+        epilog=_examples("bertserve info", "bertserve info --model minilm --format json"),
+        formatter_class=HelpFormatter,
+    )
     _connection(info)
-    info.add_argument("--format", choices=("text", "json"), default="text")
+    info.add_argument("--format", choices=("text", "json"), default="text", help="output")
     info.set_defaults(run=run_info, extra="")
 
-    models = subparsers.add_parser("models", help="the models a server serves")
-    _connection(models)
-    models.add_argument("--format", choices=("text", "json"), default="text")
+    models = subparsers.add_parser(
+        "models",
+        help="the models a server serves",
+        description="Every model the server serves, as `info` shows one; the default model "
+        "is marked.",
+        epilog=_examples("bertserve models", "bertserve models --format json"),
+        formatter_class=HelpFormatter,
+    )
+    _connection(models, model=False)
+    models.add_argument("--format", choices=("text", "json"), default="text", help="output")
     models.set_defaults(run=run_models, extra="")
 
-    health = subparsers.add_parser("health", help="grpc.health.v1 status (exit 0 when SERVING)")
-    _connection(health)
-    health.add_argument("--service", default="", help="a service name ('' = the whole server)")
+    health = subparsers.add_parser(
+        "health",
+        help="grpc.health.v1 status (exit 0 when SERVING)",
+        description="Print the server's grpc.health.v1 status (SERVING, NOT_SERVING, ...) and "
+        "exit 0 only when it is SERVING: a readiness check for scripts.",
+        epilog=_examples(
+            "bertserve health",
+            "bertserve health --service bertserve.v1.BertService --timeout 5",
+        ),
+        formatter_class=HelpFormatter,
+    )
+    _connection(health, model=False)
+    health.add_argument(
+        "--service", default="", help="a service name (default: '', the whole server)"
+    )
     health.set_defaults(run=run_health, extra="")
 
 
@@ -127,7 +204,8 @@ def make_client(args: argparse.Namespace) -> Any:
     tls: Any = None
     if args.tls:
         tls = True if args.tls == "system" else Path(args.tls)
-    return Client(args.target, model=args.model, timeout=args.timeout, tls=tls, token=args.token)
+    model = getattr(args, "model", None)  # models and health name none
+    return Client(args.target, model=model, timeout=args.timeout, tls=tls, token=args.token)
 
 
 def _fail(message: str) -> int:

