@@ -23,7 +23,7 @@ from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.inference import grpc_service_pb2_grpc
 from bertserve.server import triton
 from bertserve.server.core.engine import Admit, Engine, answer_limit, check_answer_size
-from bertserve.server.core.request import MAX_NAME_BYTES, Result
+from bertserve.server.core.request import MAX_ID_BYTES, MAX_NAME_BYTES, Result
 from bertserve.server.core.stream import StreamBuffer, run_stream
 from bertserve.server.core.validate import check_identifier
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound, status_of
@@ -103,7 +103,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         statistics of ModelStatistics."""
         started = time.monotonic_ns()
         self.engine.check_open()
-        check_identifier(request.id, "id", 256)
+        check_identifier(request.id, "id", MAX_ID_BYTES)
         model = self._model(request.model_name)
         version = self._version(model, request.model_version)
         try:
@@ -243,7 +243,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             echo = v2.ModelInferResponse(
                 model_name=request.model_name[:MAX_NAME_BYTES],
                 model_version=request.model_version[:MAX_NAME_BYTES],
-                id=request.id[:256],
+                id=request.id[:MAX_ID_BYTES],
             )
             return [
                 v2.ModelStreamInferResponse(

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from bertserve.server.core.engine import Admit, Engine, answer_limit
 from bertserve.server.core.engine import check_answer_size as check_size
-from bertserve.server.core.request import MAX_NAME_BYTES, Texts
+from bertserve.server.core.request import MAX_ID_BYTES, MAX_NAME_BYTES, Texts
 from bertserve.server.core.stream import StreamBuffer, run_stream
 from bertserve.server.core.validate import check_identifier
 from bertserve.server.errors import (
@@ -81,7 +81,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         def failed(request: pb.EmbedRequest, error: Exception) -> list[pb.EmbedResponse]:
             code, message = status_of(error, field_name)
             error_pb = pb.Error(code=code.value[0], message=message, reason=reason_of(error))
-            return [pb.EmbedResponse(id=request.id[:256], error=error_pb, last=True)]
+            return [pb.EmbedResponse(id=request.id[:MAX_ID_BYTES], error=error_pb, last=True)]
 
         def done(request: pb.EmbedRequest, error: BaseException | None, seconds: float) -> None:
             code = code_of(error, "EmbedStream", request.id[:64])
