@@ -18,6 +18,11 @@ MAX_LAYER_ENTRIES = 256
 POOLINGS = ("default", "model", "none", "cls", "pooler", "mean", "max")
 AGGREGATIONS = ("last", "concat_last_4", "sum_last_4", "mean_all")
 DTYPES = ("float32", "float16", "bfloat16")
+# What happens to a text longer than the model's window: "" follows ``truncate`` (today's
+# behaviour: "truncate" when set, else "error").
+LONG_TEXTS = ("", "truncate", "error", "chunk")
+CHUNK_POOLINGS = ("mean", "max", "first")
+SPLITS = ("", "sentences")
 
 IntSequence = Sequence[int] | np.ndarray
 
@@ -41,6 +46,16 @@ class Options:
     dtype: str = "float32"
     truncate: bool = False
     logits: bool = False
+    # Long documents (see bertserve.v1's LongText). ``chunk_tokens`` 0: the model's window
+    # minus its special tokens; ``chunk_overlap`` None: chunk_tokens // 8.
+    long_text: str = ""
+    chunk_tokens: int = 0
+    chunk_overlap: int | None = None
+    chunk_pooling: str = "mean"
+    return_chunks: bool = False
+    # Late chunking: (text index, start, end) character spans, or split="sentences".
+    spans: tuple[tuple[int, int, int], ...] = ()
+    split: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,13 @@ class Timing:
 @dataclass
 class Result:
     """What the core answers: packed outputs (token-level (total_tokens, width), per sequence
-    (sequences, width), float32), the real and dropped tokens per sequence, and timing."""
+    (sequences, width), float32), the real and dropped tokens per sequence, and timing.
+
+    Long documents add "chunk_embeddings" (chunks, width) float32 with "chunk_spans"
+    (chunks, 3) int32 [text, start, end) (``return_chunks``), and "span_embeddings"
+    (spans, width) float32 with "span_offsets" (spans, 3) int32 (late chunking). The int32
+    outputs keep their dtype whatever ``dtype`` asks. With CHUNK a long text is one sequence:
+    its ``lengths`` entry counts the tokens of the whole text, ``truncated`` is 0."""
 
     outputs: dict[str, np.ndarray]
     lengths: list[int]

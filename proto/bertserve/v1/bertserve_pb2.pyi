@@ -32,6 +32,25 @@ class Aggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATION_CONCAT_LAST_4: _ClassVar[Aggregation]
     AGGREGATION_SUM_LAST_4: _ClassVar[Aggregation]
     AGGREGATION_MEAN_ALL: _ClassVar[Aggregation]
+
+class LongText(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LONG_TEXT_UNSPECIFIED: _ClassVar[LongText]
+    LONG_TEXT_TRUNCATE: _ClassVar[LongText]
+    LONG_TEXT_ERROR: _ClassVar[LongText]
+    LONG_TEXT_CHUNK: _ClassVar[LongText]
+
+class ChunkPooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHUNK_POOLING_UNSPECIFIED: _ClassVar[ChunkPooling]
+    CHUNK_POOLING_MEAN: _ClassVar[ChunkPooling]
+    CHUNK_POOLING_MAX: _ClassVar[ChunkPooling]
+    CHUNK_POOLING_FIRST: _ClassVar[ChunkPooling]
+
+class Split(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPLIT_NONE: _ClassVar[Split]
+    SPLIT_SENTENCES: _ClassVar[Split]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT16: DType
@@ -49,6 +68,16 @@ AGGREGATION_LAST: Aggregation
 AGGREGATION_CONCAT_LAST_4: Aggregation
 AGGREGATION_SUM_LAST_4: Aggregation
 AGGREGATION_MEAN_ALL: Aggregation
+LONG_TEXT_UNSPECIFIED: LongText
+LONG_TEXT_TRUNCATE: LongText
+LONG_TEXT_ERROR: LongText
+LONG_TEXT_CHUNK: LongText
+CHUNK_POOLING_UNSPECIFIED: ChunkPooling
+CHUNK_POOLING_MEAN: ChunkPooling
+CHUNK_POOLING_MAX: ChunkPooling
+CHUNK_POOLING_FIRST: ChunkPooling
+SPLIT_NONE: Split
+SPLIT_SENTENCES: Split
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -71,7 +100,7 @@ class TokenSequence(_message.Message):
     def __init__(self, input_ids: _Optional[_Iterable[int]] = ..., attention_mask: _Optional[_Iterable[int]] = ..., token_type_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
-    __slots__ = ("id", "model", "variant", "texts", "text_pairs", "sequences", "token_embeddings", "pooling", "layers", "all_layers", "aggregate", "normalize", "dtype", "truncate")
+    __slots__ = ("id", "model", "variant", "texts", "text_pairs", "sequences", "token_embeddings", "pooling", "layers", "all_layers", "aggregate", "normalize", "dtype", "truncate", "long_text", "chunk_tokens", "chunk_overlap", "chunk_pooling", "return_chunks", "spans", "split")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VARIANT_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +115,13 @@ class EmbedRequest(_message.Message):
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    LONG_TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_POOLING_FIELD_NUMBER: _ClassVar[int]
+    RETURN_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     variant: str
@@ -100,7 +136,24 @@ class EmbedRequest(_message.Message):
     normalize: bool
     dtype: DType
     truncate: bool
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., text_pairs: _Optional[_Iterable[str]] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., token_embeddings: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., layers: _Optional[_Iterable[int]] = ..., all_layers: _Optional[bool] = ..., aggregate: _Optional[_Union[Aggregation, str]] = ..., normalize: _Optional[bool] = ..., dtype: _Optional[_Union[DType, str]] = ..., truncate: _Optional[bool] = ...) -> None: ...
+    long_text: LongText
+    chunk_tokens: int
+    chunk_overlap: int
+    chunk_pooling: ChunkPooling
+    return_chunks: bool
+    spans: _containers.RepeatedCompositeFieldContainer[Span]
+    split: Split
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., text_pairs: _Optional[_Iterable[str]] = ..., sequences: _Optional[_Iterable[_Union[TokenSequence, _Mapping]]] = ..., token_embeddings: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., layers: _Optional[_Iterable[int]] = ..., all_layers: _Optional[bool] = ..., aggregate: _Optional[_Union[Aggregation, str]] = ..., normalize: _Optional[bool] = ..., dtype: _Optional[_Union[DType, str]] = ..., truncate: _Optional[bool] = ..., long_text: _Optional[_Union[LongText, str]] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., chunk_pooling: _Optional[_Union[ChunkPooling, str]] = ..., return_chunks: _Optional[bool] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ..., split: _Optional[_Union[Split, str]] = ...) -> None: ...
+
+class Span(_message.Message):
+    __slots__ = ("text", "start", "end")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    text: int
+    start: int
+    end: int
+    def __init__(self, text: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class TensorPiece(_message.Message):
     __slots__ = ("name", "row_offset", "total_rows", "tensor")
@@ -305,7 +358,7 @@ class VariantInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., precision: _Optional[str] = ..., execution_provider: _Optional[str] = ..., loaded: _Optional[bool] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_length", "vocab_size", "lowercase", "random_weights", "source", "default_pooling", "default_variant", "variants", "labels", "is_default", "default_variant_reason")
+    __slots__ = ("name", "architecture", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_length", "vocab_size", "lowercase", "random_weights", "source", "default_pooling", "default_variant", "variants", "labels", "is_default", "default_variant_reason", "chunk_tokens", "chunk_overlap")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +376,8 @@ class ModelInfo(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VARIANT_REASON_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     num_layers: int
@@ -340,7 +395,9 @@ class ModelInfo(_message.Message):
     labels: _containers.RepeatedScalarFieldContainer[str]
     is_default: bool
     default_variant_reason: str
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_heads: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., max_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., lowercase: _Optional[bool] = ..., random_weights: _Optional[bool] = ..., source: _Optional[str] = ..., default_pooling: _Optional[_Union[Pooling, str]] = ..., default_variant: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., default_variant_reason: _Optional[str] = ...) -> None: ...
+    chunk_tokens: int
+    chunk_overlap: int
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., num_heads: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., max_length: _Optional[int] = ..., vocab_size: _Optional[int] = ..., lowercase: _Optional[bool] = ..., random_weights: _Optional[bool] = ..., source: _Optional[str] = ..., default_pooling: _Optional[_Union[Pooling, str]] = ..., default_variant: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantInfo, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., default_variant_reason: _Optional[str] = ..., chunk_tokens: _Optional[int] = ..., chunk_overlap: _Optional[int] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
     __slots__ = ("model",)
