@@ -4,8 +4,8 @@
     python scripts/long_text_retrieval.py --target HOST:PORT
 
 Queries are sentences removed from the sections of CPython's documentation topics
-(``pydoc_data.topics``); what is measured and how is ``EXPLANATION`` below, written with the
-table to ``--out``. Needs [server] for ``--repo``, else a running server.
+(``pydoc_data.topics``); docs/long-documents.md says what is measured and how, and the
+table goes into it (``--out``). Needs [server] for ``--repo``, else a running server.
 """
 
 from __future__ import annotations
@@ -195,37 +195,33 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def started_server(repo: str) -> Iterator[str]:
-    """``bertserve serve --repo REPO`` on a free port until the block ends; yields its target."""
-    from grpc_health.v1 import health_pb2
-
-    SERVING = health_pb2.HealthCheckResponse.SERVING
-    workdir = Path(tempfile.mkdtemp(prefix="long-text-retrieval-"))
-    port_file, log = workdir / "port", workdir / "server.log"
+    """``bertserve serve --repo REPO`` on a free port until the block ends; yields its target
+    once it is serving (it writes its port file then)."""
+    port_file = Path(tempfile.mkdtemp(prefix="long-text-retrieval-")) / "port"
     command = [sys.executable, "-m", "bertserve.client.cli", "serve", "--repo", repo]
-    command += ["--port", "0", "--port-file", str(port_file), "--no-spin-wait"]
-    with log.open("w") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    command += [
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        "--no-spin-wait",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command)
     try:
         while not (port_file.is_file() and port_file.read_text().strip()):
             if process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{log.read_text()}")
+                raise RuntimeError(f"the server exited with {process.returncode}")
             time.sleep(0.2)
-        target = f"127.0.0.1:{port_file.read_text().strip()}"
-        import grpc
-        from grpc_health.v1 import health_pb2_grpc
-
-        with grpc.insecure_channel(target) as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check
-            while check(health_pb2.HealthCheckRequest(), timeout=60).status != SERVING:
-                time.sleep(0.2)
-        yield target
+        yield f"127.0.0.1:{port_file.read_text().strip()}"
     finally:
         process.terminate()
         process.wait(60)
 
 
 class Embedder:
-    """Embed and Tokenize calls to one model of a server, built from the protobuf directly."""
+    """Embed calls to one model of a server, built from the protobuf directly."""
 
     def __init__(self, target: str, model: str = "", variant: str = "", timeout: float = 900):
         import grpc
@@ -314,34 +310,16 @@ def report(
     return "\n".join([*lines, "", *(f"- {fact}" for fact in facts)]) + "\n"
 
 
-EXPLANATION = """\
-# Long documents: truncation, chunking and late chunking, measured
+BEGIN, END = "<!-- long_text_retrieval.py writes from here -->", "<!-- to here -->"
 
-A retrieval task from real long text that needs no labels. The corpus is CPython's
-documentation topics, shipped with Python itself (`pydoc_data.topics`): each topic is cut
-into its sections at its headings, and from each section one sentence that is not its first
-is drawn (seeded) and removed: it becomes the query, and its section (without it) the one
-right answer among all sections. Every query ranks every section by cosine similarity of
-all-MiniLM-L6-v2 vectors served by `bertserve serve`; Recall@1 is the share of queries whose
-section comes first, MRR the mean of 1/rank. "Long sections" are those longer than the
-model's window, where the systems differ:
 
-- **truncation**: each section alone, `long_text: TRUNCATE` (what every server does): only
-  its first window is read.
-- **CHUNK, mean / max**: each section alone, `long_text: CHUNK`: windows of `chunk_tokens`
-  overlapping by `chunk_overlap`, their vectors pooled (mean weighted by tokens, or max).
-- **late chunking**: the sections of a topic sent once as one text, `long_text: CHUNK` with
-  one span per section; a section's vector is the mean of its stitched token embeddings, which
-  saw the text around it (Günther et al., 2024).
-
-Queries are embedded alone (mean pooling). Sections with fewer than `--min-tokens` tokens or
-without a prose sentence (8 to 60 words, not code) after their first are left out; a
-sentence that occurs in another section is not drawn. Rerun (the corpus follows the Python
-version's documentation):
-
-    python scripts/long_text_retrieval.py --repo REPO    # or --target HOST:PORT
-
-"""
+def write_figure(path: Path, table: str) -> None:
+    """Put ``table`` between BEGIN and END in ``path``, the text around them kept (appended
+    with the markers if they are not there)."""
+    text = path.read_text() if path.exists() else ""
+    head, _, rest = text.partition(BEGIN)
+    tail = rest.partition(END)[2] if END in rest else "\n"
+    path.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
 
 
 def main() -> None:
@@ -415,7 +393,7 @@ def main() -> None:
     table = report(results, queries, subsets, facts)
     print(table)
     if args.out != "-":
-        Path(args.out).write_text(EXPLANATION + table)
+        write_figure(Path(args.out), table)
 
 
 if __name__ == "__main__":

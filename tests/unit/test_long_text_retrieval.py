@@ -197,3 +197,14 @@ def test_the_table_scores_every_system_on_every_subset() -> None:
     assert table[2] == "| right | 1.000 | 1.000 | 1.000 | 1.000 | 1 |"
     assert table[3] == "| swapped | 0.000 | 0.500 | 0.000 | 0.500 | 7 |"
     assert table[-1] == "- a fact"
+
+
+def test_the_figure_replaces_only_its_own_part_of_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "long-documents.md"
+    retrieval.write_figure(page, "| first |\n")
+    assert page.read_text() == f"{retrieval.BEGIN}\n| first |\n{retrieval.END}\n"
+    page.write_text(f"# Title\n\nWhy.\n\n{page.read_text()}\nAfter.\n")
+    retrieval.write_figure(page, "| second |\n")
+    assert page.read_text() == (
+        f"# Title\n\nWhy.\n\n{retrieval.BEGIN}\n| second |\n{retrieval.END}\n\nAfter.\n"
+    )
