@@ -114,7 +114,8 @@ def feature_spec(options: Options, facts: ModelFacts) -> FeatureSpec:
         dtype=options.dtype,
         logits=options.logits,
     )
-    if not (spec.token_embeddings or spec.pooling or spec.layers or spec.logits):
+    late = bool(options.spans or options.split)  # span vectors are an output too
+    if not (spec.token_embeddings or spec.pooling or spec.layers or spec.logits or late):
         raise InvalidArgument("none asked for: ask for at least one output", ("outputs",))
     return spec
 
