@@ -183,13 +183,8 @@ class Engine:
         variant.batcher.admit(len(request.inputs))
         settings = self.long_text(request, variant)
         if settings.expands:
-            return (
-                await self._embed_long(
-                    request, spec, settings, variant, timeout, admit, padded, started
-                ),
-                spec,
-                variant,
-            )
+            args = (request, spec, settings, variant, timeout, admit, padded, started)
+            return await self._embed_long(*args), spec, variant
         tokenize_start = time.monotonic_ns()
         sequences = await self.sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start

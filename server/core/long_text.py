@@ -69,8 +69,9 @@ def prepare(tokenizer: Any, texts: list[str], settings: LongText, advice: str = 
         encodings = tokenizer.encode_whole(texts)
         dropped = [0] * len(texts)
     else:
+        # a copy: a text far over the limit is replaced there by the prefix that is tokenized
         encodings, dropped = tokenizer.encode_counted(
-            texts, None, truncate=settings.truncate, advice=advice
+            list(texts), None, truncate=settings.truncate, advice=advice
         )
     sequences: list[Sequence] = []
     documents = []
