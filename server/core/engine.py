@@ -39,6 +39,7 @@ SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 INLINE_TEXTS = 16
 INLINE_CHARS = 4096
 INLINE_TOKENS = 16 * 512
+INLINE_SPANS = 256
 # Bytes a Tokenize answer takes at least per token (padded or not): the token string, the id,
 # mask, type, offsets and special flag each take a byte or more on the wire.
 TOKENIZE_BYTES_PER_TOKEN = 8
@@ -219,7 +220,8 @@ class Engine:
         texts = list(request.inputs.texts)  # type: ignore[union-attr]
         tokenize_start = time.monotonic_ns()
         args = (variant.tokenizer, texts, settings, advice(request))
-        prepared = prepare(*args) if small(texts) else await asyncio.to_thread(prepare, *args)
+        inline = small(texts) and len(settings.spans) <= INLINE_SPANS
+        prepared = prepare(*args) if inline else await asyncio.to_thread(prepare, *args)
         tokenization_ns = time.monotonic_ns() - tokenize_start
         self.check_windows(prepared, settings, variant)
         window_tokens = sum(len(s) for s in prepared.sequences)
@@ -237,7 +239,7 @@ class Engine:
         )
         computed = await variant.embed(prepared.sequences, inner, timeout)
         work = (prepared, computed.outputs, spec, settings)
-        if window_tokens <= INLINE_TOKENS and len(prepared.spans) <= INLINE_TEXTS:
+        if window_tokens <= INLINE_TOKENS and len(prepared.spans) <= INLINE_SPANS:
             outputs = assemble(*work)
         else:
             outputs = await asyncio.to_thread(assemble, *work)
