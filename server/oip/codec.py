@@ -217,13 +217,20 @@ def _late_chunking(request: v2.ModelInferRequest) -> bool:
     return "split" in request.parameters or any(t.name == SPANS for t in request.inputs)
 
 
-def _long_text(parameters: Parameters, names: list[str], inputs: dict[str, Any]) -> dict[str, Any]:
+def _long_text(
+    parameters: Parameters, names: list[str], inputs: dict[str, Any], model: Any
+) -> dict[str, Any]:
     """The long-document options: parameters, SPANS, and the outputs that ask for them."""
     given = inputs.get(SPANS)
     late = given is not None or bool(parameters.split)
     asked = [name for name in names if name in SPAN_OUTPUTS]
     if late and not asked:
         where = "SPANS" if given is not None else "parameters['split']"
+        if model is not None and not model.features:
+            raise InvalidArgument(
+                f"{where}: late chunking answers span_embeddings, an output of model "
+                f"{model.other()!r}, not of {model.name!r}; allowed: send the request there"
+            )
         raise InvalidArgument(
             f"{where} given, but no span output asked for; allowed: ask for span_embeddings "
             "(and span_offsets), or send no spans"
@@ -263,7 +270,7 @@ def core_request(
     layers = list(parameters.layers or ()) if "hidden_states" in names else []
     all_layers = "hidden_states" in names and parameters.layers is None
     layers += [int(name.split(".")[1]) for name in names if "." in name]
-    long_text = _long_text(parameters, names, inputs)
+    long_text = _long_text(parameters, names, inputs, model)
     # chunk_embeddings are pooled as the sentence embedding is
     pooled = "sentence_embedding" in names or long_text["return_chunks"]
     options = Options(

@@ -161,7 +161,7 @@ def text_request(*texts: str) -> v2.ModelInferRequest:
     return request
 
 
-def features_model():
+def v2_model(name: str):
     from pathlib import Path
 
     from bertserve.server import triton
@@ -169,7 +169,15 @@ def features_model():
 
     manifest = {"hidden_size": 8, "num_layers": 2}
     package = ModelPackage("m", {"fp32": VariantPackage("fp32", Path("/nowhere"), manifest)})
-    return triton.resolve({"m": package}, "m.features")
+    return triton.resolve({"m": package}, name)
+
+
+def features_model():
+    return v2_model("m.features")
+
+
+def typical_model():
+    return v2_model("m")
 
 
 def with_spans(request: v2.ModelInferRequest, rows: list[list[int]], datatype: str, raw: bool):
@@ -239,6 +247,13 @@ def test_split_asks_for_spans_without_the_input():
     parameters = codec.read_parameters(request.parameters)
     names = codec.requested_outputs(request, features_model(), 2)
     assert "span_embeddings" in names
+    typical = typical_model()
+    assert refused(
+        codec.core_request, request, parameters, ["sentence_embedding"], "", 10, typical
+    ) == (
+        "parameters['split']: late chunking answers span_embeddings, an output of model "
+        "'m.features', not of 'm'; allowed: send the request there"
+    )
     core = codec.core_request(request, parameters, ["span_embeddings"], "", 10)
     assert (core.options.split, core.options.spans, core.options.pooling) == (
         "sentences",
@@ -319,12 +334,7 @@ def test_bad_spans_are_named_in_v2_words():
     )
     typical = v2.ModelInferRequest(model_name="m")
     with_spans(typical, [[0, 0, 1]], "INT64", True)
-    from bertserve.server import triton
-
-    package = model.package
-    assert "not an input of model 'm'" in refused(
-        inputs.read_inputs, typical, 10, triton.resolve({"m": package}, "m")
-    )
+    assert "not an input of model 'm'" in refused(inputs.read_inputs, typical, 10, typical_model())
 
 
 def test_spans_and_span_outputs_go_together():
