@@ -124,6 +124,16 @@ def options(request: pb.EmbedRequest | pb.ClassifyRequest, classify: bool = Fals
 
 def long_text(request: pb.EmbedRequest) -> dict[str, Any]:
     """The long-document options of an EmbedRequest (ranges are the core's to check)."""
+    if not (
+        request.long_text
+        or request.spans
+        or request.split
+        or request.chunk_tokens
+        or request.chunk_pooling
+        or request.return_chunks
+        or request.HasField("chunk_overlap")
+    ):  # the usual request: the defaults, without building them (per-call cost, issue 15)
+        return {}
     return {
         "long_text": _enum(LONG_TEXTS, pb.LongText, request.long_text, "long_text"),
         "chunk_tokens": request.chunk_tokens,
