@@ -80,7 +80,7 @@ ALLOWED = {
 # the core's option names -> v2 parameter names
 PARAMETER_OF = {"aggregate": "aggregation", "dtype": "datatype"}
 # the core's options that v2 asks for with outputs rather than parameters
-OUTPUT_OF = {"return_chunks": "chunk_embeddings"}
+OUTPUT_OF = {"return_chunks": "chunk_embeddings", "logits": "logits"}
 CHUNK_OUTPUTS = ("chunk_embeddings", "chunk_spans")
 SPAN_OUTPUTS = ("span_embeddings", "span_offsets")
 
@@ -235,6 +235,12 @@ def _long_text(
             f"{where} given, but no span output asked for; allowed: ask for span_embeddings "
             "(and span_offsets), or send no spans"
         )
+    chunks = [name for name in names if name in CHUNK_OUTPUTS]
+    if chunks and parameters.long_text != "chunk":
+        raise InvalidArgument(
+            f"outputs: {chunks[0]} asked for without parameters['long_text']='chunk'; allowed "
+            "only with it"
+        )
     if asked and not late:
         raise InvalidArgument(
             f"outputs: {asked[0]} asked for without spans; allowed: send the SPANS input "
@@ -246,7 +252,7 @@ def _long_text(
         "chunk_tokens": parameters.chunk_tokens,
         "chunk_overlap": parameters.chunk_overlap,
         "chunk_pooling": parameters.chunk_pooling,
-        "return_chunks": any(name in CHUNK_OUTPUTS for name in names),
+        "return_chunks": bool(chunks),
         "spans": () if given is None else spans(given),
         "split": parameters.split,
     }

@@ -147,8 +147,7 @@ KNOWN = {
     "truncate": {"bool_param": True},
     "datatype": {"string_param": "FP32"},
     "binary_data_output": {"bool_param": True},
-    "long_text": {"string_param": "chunk"},  # the fuzz's texts fit one window: as truncate
-    "chunk_pooling": {"string_param": "max"},
+    "long_text": {"string_param": "truncate"},  # not chunk: the fuzz sends ids too
 }
 WRONG = {
     "bool_param": True,

@@ -217,13 +217,16 @@ def test_long_text_parameters_map_to_options():
 
 def test_asking_for_chunk_outputs_is_return_chunks_and_pools():
     request = text_request("a")
+    chunk = codec.Parameters(pooling="max", long_text="chunk")
     for asked in (["chunk_embeddings"], ["chunk_spans"], ["token_embeddings", "chunk_spans"]):
-        options = codec.core_request(
-            request, codec.Parameters(pooling="max"), asked, "", 10
-        ).options
+        options = codec.core_request(request, chunk, asked, "", 10).options
         assert options.return_chunks and options.pooling == "max"
-    unasked = codec.core_request(request, codec.Parameters(), ["token_embeddings"], "", 10)
+    unasked = codec.core_request(request, chunk, ["token_embeddings"], "", 10)
     assert not unasked.options.return_chunks and unasked.options.pooling == "none"
+    assert refused(codec.core_request, request, codec.Parameters(), ["chunk_spans"], "", 10) == (
+        "outputs: chunk_spans asked for without parameters['long_text']='chunk'; allowed only "
+        "with it"
+    )
 
 
 @pytest.mark.parametrize("datatype", ["INT32", "INT64"])
@@ -360,6 +363,7 @@ def test_core_errors_about_long_text_read_as_v2_names():
     assert named(("spans", 1)) == "SPANS[1]"
     assert named(("spans",)) == "SPANS"
     assert named(("return_chunks",)) == "outputs chunk_embeddings"
+    assert named(("logits",)) == "outputs logits"
     error = InvalidArgument("=600: allowed 0..509", ("chunk_overlap",))
     assert error.render(codec.field_name) == "parameters['chunk_overlap']=600: allowed 0..509"
 
