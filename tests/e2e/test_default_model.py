@@ -112,6 +112,17 @@ def test_no_default_refuses_unnamed_requests_with_the_list(repo, tiny_classifier
             with pytest.raises(BertserveError) as error:
                 client.embed("I love Paris")
             assert error.value.code == PRECONDITION and listed in error.value.details
+        # the CLI says it with its own flag
+        for command, named in (("embed", listed), ("classify", "name one of 'cls', 'cls2'")):
+            done = subprocess.run(
+                [sys.executable, "-m", "bertserve.client.cli", command, "I love Paris"]
+                + ["--target", server.target],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 2 and named in done.stderr, done.stderr
+            assert done.stderr.startswith("bertserve: FAILED_PRECONDITION: no --model given, and ")
     finally:
         server.stop()
 
