@@ -121,8 +121,7 @@ def cli_message(error: BaseException, args: argparse.Namespace | None = None) ->
         return str(error)
     if error.problem and error.connection is not None:
         return (
-            f"{advice(error.problem, error.connection, CLI)} "
-            f"(gRPC {error.code.name}: {error.details})"
+            f"{advice(error.problem, error.connection, CLI)} ({error.code.name}: {error.details})"
         )
     where = f" (request {error.request_id!r})" if error.request_id else ""
     return f"{error.code.name}: {cli_words(error.details, args)}{where}"

@@ -39,7 +39,7 @@ class BertserveError(Exception):
     def _message(self) -> str:
         where = f" (request {self.request_id!r})" if self.request_id else ""
         if self.advice:
-            return f"{self.code.name}: {self.advice} (gRPC: {self.details}){where}"
+            return f"{self.code.name}: {self.advice} (details: {self.details}){where}"
         return f"{self.code.name}: {self.details}{where}"
 
     def advise(self, connection: Connection) -> BertserveError:
@@ -115,6 +115,8 @@ class Words:
     client_cert: str
     token: str
     timeout: str
+    # the CLI's calls all use its --timeout; a Python call may pass its own
+    names_timeout: bool = False
 
 
 PYTHON = Words(
@@ -136,6 +138,7 @@ CLI = Words(
     "certificate_chain=...)",
     token="--token TOKEN (or set $BERTSERVE_TOKEN)",
     timeout="a longer --timeout SECONDS",
+    names_timeout=True,
 )
 
 # gRPC's own words for each failure (its messages as of grpcio 1.6x-1.8x; BoringSSL's names)
@@ -172,8 +175,10 @@ def advice(problem: str, connection: Connection, words: Words) -> str:
     """What to check and which argument (``words``) fixes ``problem``; "" for none."""
     at = connection.target
     if problem == "deadline":
-        within = f" within {connection.timeout:g} s" if connection.timeout else ""
-        return f"no answer from {at}{within}: pass {words.timeout}, or send less per call"
+        within = "the timeout"
+        if words.names_timeout and connection.timeout:
+            within = f"{connection.timeout:g} s"
+        return f"no answer from {at} within {within}: pass {words.timeout}, or send less per call"
     texts = {
         "no_server": f"no bertserve server answered at {at}: is one running? start one with "
         f"`bertserve serve --repo models` (or `./dev serve`), or pass {words.target}",

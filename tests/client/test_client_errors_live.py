@@ -4,6 +4,7 @@ the gRPC code and adds what fixes it in its arguments, the CLI names its flags."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import sys
 import grpc
 import pytest
 import trustme
-from bertserve.client import BertserveError, Client
+from bertserve.client import AsyncClient, BertserveError, Client
 from servers import free_port, start_server
 
 CLI = [sys.executable, "-m", "bertserve.client.cli"]
@@ -71,6 +72,15 @@ def test_no_server_says_how_to_start_one_or_where_to_point():
     assert "or pass --target HOST:PORT" in message
     # the default target, from the environment, is named the same way
     assert f"answered at {target}" in cli("info", BERTSERVE_TARGET=target)
+    # the asyncio client says the same
+    with pytest.raises(BertserveError) as caught:
+        asyncio.run(async_embed(target))
+    assert caught.value.problem == "no_server" and "target='HOST:PORT'" in str(caught.value)
+
+
+async def async_embed(target: str) -> None:
+    async with AsyncClient(target, timeout=60) as client:
+        await client.embed("I love Paris")
 
 
 def test_plaintext_against_tls_and_tls_against_plaintext(secure_server, live_server):
@@ -112,7 +122,7 @@ def test_a_deadline_names_the_timeout(live_server):
     with Client(live_server.target, timeout=1e-6) as client, pytest.raises(BertserveError) as e:
         client.embed("I love Paris")
     assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "within 1e-06 s: pass a longer timeout= (seconds)" in str(e.value)
+    assert "within the timeout: pass a longer timeout= (seconds)" in str(e.value)
     message = cli("embed", "x", "--target", live_server.target, "--timeout", "0.000001")
     assert "within 1e-06 s: pass a longer --timeout SECONDS" in message
 

@@ -76,10 +76,11 @@ def test_the_exception_keeps_its_code_and_details_and_gains_the_advice():
         "UNAVAILABLE: no bertserve server answered at 127.0.0.1:50051: is one running? start "
         "one with `bertserve serve --repo models` (or `./dev serve`), or pass target='HOST:PORT'"
     )
-    assert str(error).endswith(f"(gRPC: {REFUSED})")
+    assert str(error).endswith(f"(details: {REFUSED})")
     # the CLI names its flags instead
     message = cli_message(error)
     assert "or pass --target HOST:PORT (or set $BERTSERVE_TARGET)" in message
+    assert message.endswith(f"(UNAVAILABLE: {REFUSED})")
     assert "target='" not in message
     # advised once: a second connection does not rewrite it
     assert error.advise(SECURE).connection is LOCAL
@@ -102,6 +103,11 @@ def test_each_problem_names_the_flag_that_fixes_it():
     assert "refused this bearer token: check --token" in refused
     late = cli(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", LOCAL)
     assert "no answer from 127.0.0.1:50051 within 60 s: pass a longer --timeout SECONDS" in late
+    # a Python call may have passed its own timeout: the client's is not named
+    python = str(
+        BertserveError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded").advise(LOCAL)
+    )
+    assert "within the timeout: pass a longer timeout= (seconds)" in python
 
 
 def test_server_field_words_become_cli_flags():
