@@ -93,9 +93,15 @@ _FIELD = re.compile(r"^(?P<name>[a-z_]+)(?:\[(?P<index>\d+)\])?(?P<sep>: |=)")
 def cli_words(details: str, args: argparse.Namespace | None = None) -> str:
     """A server message with its request-field words replaced by the CLI's flags."""
     bulk = getattr(args, "input", None) is not None
-    chunk = " (or --long-text chunk)" if hasattr(args, "long_text") else ""
+    long_text = hasattr(args, "long_text")  # the sub-command has the flag
+    chunk = " (or --long-text chunk)" if long_text else ""
     text = details.replace("set truncate=true", f"pass --truncate{chunk}")
     text = text.replace("truncate=true", "--truncate")
+    if long_text:
+        text = text.replace(
+            "set long_text to truncate or chunk", "pass --long-text chunk (or truncate)"
+        )
+        text = re.sub(r"\blong_text=(\w+)", r"--long-text \1", text)
     text = text.replace("marks one with default_model", "starts it with --default-model NAME")
     if text.startswith("model: empty, and "):
         return "no --model given, and " + text.removeprefix("model: empty, and ")

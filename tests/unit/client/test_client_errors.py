@@ -122,6 +122,12 @@ def test_server_field_words_become_cli_flags():
         "a text of the input: 900 tokens, longer than the model's limit of 512; shorten it or "
         "pass --truncate (or --long-text chunk)"
     )
+    assert cli_words(
+        "texts[0]: 900 tokens; shorten it, or set long_text to truncate or chunk", bulk
+    ) == ("a text of the input: 900 tokens; shorten it, or pass --long-text chunk (or truncate)")
+    assert cli_words("return_chunks: allowed only with long_text=chunk", bulk) == (
+        "return_chunks: allowed only with --long-text chunk"
+    )
     assert cli_words("variant='int9': model 'm' has no such variant", args) == (
         "--variant 'int9': model 'm' has no such variant"
     )
