@@ -219,7 +219,9 @@ def _guarded(func: Any, args: argparse.Namespace) -> int:
     try:
         return func(args)
     except BertserveError as exc:
-        return _fail(str(exc))
+        from .cli import cli_message
+
+        return _fail(cli_message(exc, args))  # what fixes it, in the CLI's flags
     except (ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
     except ModuleNotFoundError as exc:
