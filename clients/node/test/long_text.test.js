@@ -50,6 +50,9 @@ test('bad long-text options say what is allowed', () => {
 const target = process.env.BERTSERVE_TARGET;
 const TEXT_FILE = process.env.BERTSERVE_LONG_TEXT_FILE || path.resolve(__dirname, '..', '..', '..', 'docs', 'clients.md');
 
+// The window the Python side asks for too (tests/e2e/test_long_text_clients.py's CHUNK).
+const CHUNK = { longText: 'chunk', chunkTokens: 128, chunkOverlap: 16 };
+
 const b64 = (output) => Buffer.from(output.data.buffer, output.data.byteOffset, output.data.byteLength).toString('base64');
 
 test('a long real text, chunked and late-chunked by a live server', { skip: !target && 'BERTSERVE_TARGET is not set' }, async () => {
@@ -58,7 +61,7 @@ test('a long real text, chunked and late-chunked by a live server', { skip: !tar
   const client = new BertClient(target);
   try {
     const cut = await client.embed([text], { longText: 'truncate', pooling: 'mean' });
-    const chunked = await client.embed([text], { longText: 'chunk', chunkTokens: 128, chunkOverlap: 16, pooling: 'mean', returnChunks: true });
+    const chunked = await client.embed([text], { ...CHUNK, pooling: 'mean', returnChunks: true });
     assert.ok(chunked.lengths[0] > cut.lengths[0], 'the chunked text keeps every token');
     assert.equal(chunked.truncated[0], 0);
     assert.ok(chunked.chunkEmbeddings.length > 2);
@@ -73,11 +76,11 @@ test('a long real text, chunked and late-chunked by a live server', { skip: !tar
 
     const half = Math.floor(codePoints / 2);
     const spans = [[0, 200], [half, half + 300]];
-    const late = await client.embed([text], { longText: 'chunk', pooling: 'none', spans });
+    const late = await client.embed([text], { ...CHUNK, pooling: 'none', spans });
     assert.deepEqual(late.spanOffsets, spans.map(([start, end]) => [0, start, end]));
     assert.equal(late.spanEmbeddings.length, 2);
     assert.equal(late.sentenceEmbedding, undefined);
-    const sentences = await client.embed([text], { longText: 'chunk', pooling: 'none', split: 'sentences' });
+    const sentences = await client.embed([text], { ...CHUNK, pooling: 'none', split: 'sentences' });
     assert.ok(sentences.spanOffsets.length > 10);
     assert.equal(sentences.spanEmbeddings.length, sentences.spanOffsets.length);
 
