@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypedDict
 
 from bertserve.v1 import bertserve_pb2 as pb
@@ -212,7 +213,7 @@ class EmbedOptions:
         """The long-document options (``long_text.DEFAULTS``' names) as set."""
         return {name: getattr(self, name) for name in long.DEFAULTS}
 
-    @property
+    @cached_property
     def asks_long_text(self) -> bool:
         """Whether any long-document option differs from its default (Embed only)."""
         return self.long_fields != long.DEFAULTS
@@ -236,10 +237,10 @@ class EmbedOptions:
         request.normalize = self.normalize
         request.dtype = self.dtype
         request.truncate = self.truncate
-        if isinstance(request, pb.EmbedRequest):
+        if self.asks_long_text:  # at their defaults they set nothing: no cost per call
+            if not isinstance(request, pb.EmbedRequest):
+                raise ValueError("long_text, chunking and spans are options of embed, not classify")
             long.fill(request, self.long_fields)
-        elif self.asks_long_text:
-            raise ValueError("long_text, chunking and spans are options of embed, not classify")
         pooling = self.pooling
         if not self.sentence:
             pooling = pb.POOLING_NONE
