@@ -278,6 +278,9 @@ class ClientBase:
         **words: Any,
     ) -> Plan[StreamSource]:
         options = EmbedOptions.of(options, words)  # type: ignore[arg-type]
+        if options.spans:
+            # a span names a text of one call; a stream's batches are many calls
+            raise ValueError("spans go with embed (one call); streams may use split='sentences'")
         model = model or self.model
         info = (yield from self._cached_info(model)) if options.needs_info else None
         return StreamSource(options, info, model, variant or self.variant)
