@@ -11,6 +11,7 @@ table goes into it (``--out``). Needs [server] for ``--repo``, else a running se
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shlex
@@ -188,9 +189,6 @@ def unit(rows: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (cosine similarity is then a dot product)."""
     rows = np.asarray(rows, dtype=np.float64)
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-
-# ---- the server -------------------------------------------------------------------------
 
 
 @contextmanager
@@ -384,10 +382,12 @@ def main() -> None:
         f"{lengths.max()}, total {lengths.sum()}; {subsets['long sections'].sum()} longer than "
         f"the window, {subsets['query past the window'].sum()} with the query past it",
         f"late chunking: {len(grouped)} documents (the topics), the longest "
-        f"{max(len(text) for text, _ in grouped)} characters; {shared} sections share theirs",
+        f"{max(len(text) for text, _ in grouped)} characters; {shared} sections share theirs "
+        "with others",
         f"model: {embedder.answered_by}; window {info.max_length} tokens; CHUNK windows of "
         f"{window} content tokens overlapping by {overlap}",
-        cpu_description(),
+        f"{cpu_description()}; load average {os.getloadavg()[0]:.1f} when done (the seconds "
+        "are one client's calls in a row, on cores shared with whatever else ran)",
         f"command: `{command}`",
     ]
     table = report(results, queries, subsets, facts)
