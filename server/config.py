@@ -4,21 +4,19 @@
 Each setting is declared once, as a dataclass field made by :func:`setting`: its YAML key is the
 field's name (``batch.<name>`` and ``models.<model>.<name>`` for the batcher's), and the same
 declaration yields its environment variable, its flag (see server/cli.py) and its row of the
-README's table (``python -m bertserve.server.config --markdown``).
+README's table (``python -m bertserve.server.config --markdown``). Reading them from their
+sources is server/config_load.py's job.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bertserve.server.settings import (
-    Setting,
     comma_names,
     env_name,
     flag_name,
@@ -29,12 +27,11 @@ from bertserve.server.settings import (
 )
 
 __all__ = [  # the declaration helpers too: server/cli.py reads the flags from here
+    "BATCH_KEYS",
     "BatchSettings",
     "ServerConfig",
     "env_name",
     "flag_name",
-    "load_config",
-    "markdown_table",
     "parse_variants",
     "settings",
     "shown_default",
@@ -320,110 +317,12 @@ def settings() -> Iterator[dataclasses.Field]:
         yield from (f for f in dataclasses.fields(cls) if "setting" in f.metadata)
 
 
-_BATCH = {f.name for f in dataclasses.fields(BatchSettings)}
-
-
-def _convert(field_: dataclasses.Field, value: Any, where: str) -> Any:
-    try:
-        return field_.metadata["setting"].convert(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{where}={value!r}: not a valid {field_.name} ({error})") from None
-
-
-def _from_yaml(data: Mapping[str, Any], allowed: dict[str, dataclasses.Field], where: str) -> dict:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping of settings, got {data!r}")
-    unknown = set(data) - set(allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
-    prefix = f"{where}." if where != "top level" else ""
-    return {k: _convert(allowed[k], v, f"{prefix}{k}") for k, v in data.items()}
-
-
-def load_config(
-    flags: Mapping[str, Any] | None = None,
-    config_file: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> ServerConfig:
-    """Merge defaults < YAML file < ``BERTSERVE_*`` environment < flags (None: not given).
-
-    ``flags`` is keyed by setting name (ServerConfig's and BatchSettings'). The YAML file holds
-    ServerConfig's settings; ``batch`` and ``models.<name>`` hold BatchSettings'. Flags and
-    environment set the global ``batch`` only: a model's own ``models:`` keys stay its own,
-    and its other keys follow the global ones.
-    """
-    server_fields = {f.name: f for f in settings() if f.name not in _BATCH}
-    batch_fields = {f.name: f for f in settings() if f.name in _BATCH}
-    every = {**server_fields, **batch_fields}
-    values: dict[str, Any] = {}
-    batch: dict[str, Any] = {}
-    model_keys: dict[str, dict[str, Any]] = {}
-    if config_file:
-        import yaml
-
-        data = yaml.safe_load(Path(config_file).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{config_file}: expected a mapping at the top level")
-        batch.update(_from_yaml(data.pop("batch", None) or {}, batch_fields, "batch"))
-        models = data.pop("models", None) or {}
-        if not isinstance(models, Mapping):
-            raise ValueError(f"{config_file}: models: expected a mapping of model names")
-        for name, keys in models.items():
-            model_keys[str(name)] = _from_yaml(keys or {}, batch_fields, f"models.{name}")
-        try:
-            values.update(_from_yaml(data, server_fields, "top level"))
-        except ValueError as error:
-            known = sorted(server_fields) + ["batch", "models"]
-            if "unknown keys" in str(error):
-                unknown = sorted(set(data) - set(server_fields))
-                raise ValueError(
-                    f"{config_file}: unknown keys {unknown}; allowed {sorted(known)}"
-                ) from None
-            raise
-    environ = os.environ if environ is None else environ
-    for name, field_ in every.items():
-        variable = env_name(field_)
-        raw = environ.get(variable) if variable else None
-        if raw:
-            (batch if name in _BATCH else values)[name] = _convert(field_, raw, variable)
-    for name, value in (flags or {}).items():
-        if name not in every:
-            raise ValueError(f"unknown setting {name!r}; allowed {sorted(every)}")
-        if value is not None:
-            where = flag_name(every[name]) or name
-            (batch if name in _BATCH else values)[name] = _convert(every[name], value, where)
-    if values.get("repo") is None:
-        raise ValueError("no model repository: pass --repo DIR or set BERTSERVE_REPO")
-    base = BatchSettings(**batch)
-    models = {name: dataclasses.replace(base, **keys) for name, keys in model_keys.items()}
-    return ServerConfig(batch=base, models=models, **values).validate()
-
-
-def markdown_table() -> str:
-    """The README's table of settings: YAML key, flag, environment variable, default, meaning."""
-    lines = [
-        "| YAML key | `serve` flag | environment | default | what it sets |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for field_ in settings():
-        meta: Setting = field_.metadata["setting"]
-        key = f"batch.{field_.name}" if field_.name in _BATCH else field_.name
-        flag = flag_name(field_)
-        if flag and isinstance(field_.default, bool):
-            flag = f"--[no-]{flag[2:]}"
-        variable = env_name(field_)
-        lines.append(
-            f"| `{key}` | {f'`{flag}`' if flag else '—'} | {f'`{variable}`' if variable else '—'} "
-            f"| {shown_default(field_)} | {meta.help} |"
-        )
-    lines.append(
-        "| `models.<name>.<batch key>` | — | — | the `batch` value | one model's own batcher "
-        "settings; global flags and variables never override them |"
-    )
-    return "\n".join(lines) + "\n"
+BATCH_KEYS = frozenset(f.name for f in dataclasses.fields(BatchSettings))
 
 
 if __name__ == "__main__":
+    from bertserve.server.config_load import markdown_table
+
     if sys.argv[1:] != ["--markdown"]:
         sys.exit("usage: python -m bertserve.server.config --markdown")
     sys.stdout.write(markdown_table())

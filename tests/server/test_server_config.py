@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bertserve.server.config import DEFAULT_PORT, BatchSettings, load_config
+from bertserve.server.config import DEFAULT_PORT, BatchSettings
+from bertserve.server.config_load import load_config
 from bertserve.server.features import from_bfloat16_bits, to_bfloat16_bits
 
 
@@ -194,7 +195,7 @@ def test_every_flag_and_environment_variable_reaches_its_setting(tmp_path):
 def test_the_readme_settings_table_is_generated_from_the_declarations():
     from pathlib import Path
 
-    from bertserve.server.config import markdown_table
+    from bertserve.server.config_load import markdown_table
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
