@@ -109,6 +109,11 @@ class Batcher:
         """Requests waiting in the queue now (none of their sequences taken, or some)."""
         return len(self._queue)
 
+    @property
+    def closing(self) -> bool:
+        """``close`` began: new requests are refused."""
+        return self._closing
+
     def admit(self, count: int, tokens: int = 0) -> None:
         """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now
         (callers check before tokenizing; ``submit`` checks again with the tokens)."""

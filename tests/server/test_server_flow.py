@@ -1,4 +1,5 @@
-"""Deadlines, cancellation, a full queue and draining, on in-process servers with the real model.
+"""Deadlines, cancellation and a full queue, on in-process servers with the real model (draining:
+tests/reliability/test_faults.py on v1, tests/oip on v2, tests/deploy for the image).
 
 Each test keeps the worker busy with one batch of long sequences that runs for seconds, so the
 request under test waits in the queue behind it; what happens to it is read from the batcher and
@@ -127,25 +128,6 @@ async def test_a_full_queue_answers_resource_exhausted(one_long_batch):
         assert len((await call).lengths) == 1
 
 
-async def test_draining_finishes_in_flight_work_and_refuses_new_calls(model_repo):
-    running = await start_in_process(
-        model_repo, batch=BatchSettings(max_batch_size=1, max_queue_delay_ms=0)
-    )
-    before_started = batches_started(running)
-    long_call = running.stub.Embed(pb.EmbedRequest(texts=LONG, pooling=pb.POOLING_CLS))
-    await started(running, long_call, before_started)
-    stopping = asyncio.create_task(running.server.stop(60))
-    while not running.server.engine.draining:
-        await asyncio.sleep(0.005)
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await running.stub.Embed(pb.EmbedRequest(texts=["new"]))
-    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    response = await long_call
-    assert len(response.lengths) == len(LONG)
-    await stopping
-    await running.channel.close()
-
-
 async def test_health_is_not_serving_until_the_models_are_loaded(model_repo):
     from bertserve.server.app import BertServer
     from bertserve.server.config import ServerConfig
@@ -227,8 +209,13 @@ async def test_checking_many_token_sequences_does_not_stall_the_server(in_proces
     after is answered first, and the bad id in the last sequence is still found."""
     sequences = [pb.TokenSequence(input_ids=[101, 7592, 2088, 999, 102])] * 29_999
     sequences.append(pb.TokenSequence(input_ids=[101, 99_999, 102]))
+    guard = in_process.server.guard
+    before = guard.in_flight
     big = asyncio.ensure_future(in_process.stub.Embed(pb.EmbedRequest(sequences=sequences)))
-    await asyncio.sleep(0.05)  # sent and being checked
+    deadline = asyncio.get_running_loop().time() + 60
+    while guard.in_flight == before:  # until the servicer has it: parsed, now being checked
+        assert asyncio.get_running_loop().time() < deadline and not big.done()
+        await asyncio.sleep(0.001)
     info = await in_process.stub.ModelInfo(pb.ModelInfoRequest())
     assert info.model.name == "minilm"
     assert not big.done(), "the big request was answered before the ModelInfo sent after it"

@@ -78,21 +78,6 @@ def test_bfloat16_rounds_to_nearest_and_keeps_specials():
     assert np.isnan(from_bfloat16_bits(to_bfloat16_bits(np.array([np.nan], np.float32))))[0]
 
 
-def test_the_cli_module_is_light_and_the_server_never_imports_torch():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, bertserve.server.cli\n"
-        "assert 'onnxruntime' not in sys.modules and 'grpc_health' not in sys.modules\n"
-        "import bertserve.server.app, bertserve.server.v1.servicer\n"
-        "heavy = {'torch', 'transformers', 'optimum'} & set(sys.modules)\n"
-        "assert not heavy, heavy\n"
-    )
-    finished = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert finished.returncode == 0, finished.stderr
-
-
 def test_default_variants_come_from_flags_environment_or_file(tmp_path):
     config_file = tmp_path / "server.yaml"
     config_file.write_text("variants:\n  minilm: fp32\n")
@@ -197,7 +182,7 @@ def test_the_readme_settings_table_is_generated_from_the_declarations():
 
     from bertserve.server.config_load import markdown_table
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
     assert begin in readme and end in readme
     table = readme.split(begin, 1)[1].split(end, 1)[0]
@@ -242,7 +227,7 @@ def test_the_serve_command_refuses_an_unknown_yaml_key_at_startup(tmp_path):
 def test_the_readme_yaml_example_loads(tmp_path):
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     example = readme.split("```yaml\nport: 50051", 1)[1].split("```", 1)[0]
     config_file = tmp_path / "server.yaml"
     config_file.write_text("port: 50051" + example)

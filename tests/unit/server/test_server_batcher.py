@@ -7,10 +7,10 @@ import threading
 
 import numpy as np
 import pytest
-from bertserve.server.batcher import Batcher, CostModel, plan_batches
+from bertserve.server.batcher import Batcher
 from bertserve.server.config import BatchSettings
 from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
-from bertserve.server.plan import MIN_OVERHEAD_S
+from bertserve.server.plan import MIN_OVERHEAD_S, CostModel, plan_batches
 
 
 class StandIn:
@@ -54,6 +54,20 @@ class Recorder:
 
     def depth(self, requests: int, sequences: int, tokens: int) -> None:
         self.requests, self.sequences, self.tokens = requests, sequences, tokens
+
+
+async def until(condition, timeout: float = 10.0) -> None:
+    """Poll ``condition`` on the event loop until it holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the batcher never reached the state the test waits for"
+        await asyncio.sleep(0.001)
+
+
+async def queued(batcher: Batcher, requests: int) -> None:
+    """Until ``requests`` requests wait in the batcher's queue (the worker is held)."""
+    await until(lambda: batcher.waiting == requests)
 
 
 def settings(**overrides: object) -> BatchSettings:
@@ -112,7 +126,7 @@ async def test_sequences_are_grouped_by_length_and_the_longest_waiting_goes_firs
     tasks = [
         asyncio.create_task(batcher.submit([name], [length])) for name, length in lengths.items()
     ]
-    await asyncio.sleep(0.05)
+    await queued(batcher, 4)
     runtime.gate.set()
     await asyncio.gather(blocker, *tasks)
     assert [sorted(batch) for batch in runtime.batches[1:]] == [["a", "c"], ["b", "d"]]
@@ -139,7 +153,7 @@ async def test_a_cancelled_request_is_dropped_from_the_queue_and_never_computed(
     blocker = asyncio.create_task(batcher.submit(["running"], [1]))
     await asyncio.to_thread(runtime.started.wait, 5)
     cancelled = asyncio.create_task(batcher.submit(["cancelled-1", "cancelled-2"], [1, 1]))
-    await asyncio.sleep(0.02)
+    await queued(batcher, 1)
     assert seen.requests == 1
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -176,7 +190,7 @@ async def test_a_full_queue_refuses_with_overloaded():
     running = asyncio.create_task(batcher.submit(["running"], [1]))
     await asyncio.to_thread(runtime.started.wait, 5)
     waiting = [asyncio.create_task(batcher.submit([f"w{i}"], [1])) for i in range(2)]
-    await asyncio.sleep(0.02)
+    await queued(batcher, 2)
     with pytest.raises(Overloaded, match="queue full"):
         await batcher.submit(["one too many"], [1])
     runtime.gate.set()
@@ -191,7 +205,7 @@ async def test_closing_finishes_queued_work_and_then_refuses():
     tasks = [asyncio.create_task(batcher.submit([f"r{i}"], [1])) for i in range(3)]
     await asyncio.to_thread(runtime.started.wait, 5)
     closing = asyncio.create_task(batcher.close(timeout=10))
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.closing)
     with pytest.raises(Unavailable):
         await batcher.submit(["new"], [1])
     runtime.gate.set()
@@ -213,7 +227,7 @@ async def test_under_concurrent_load_it_waits_to_fill_the_batch():
     batcher = Batcher(runtime, settings(max_batch_size=64, max_queue_delay_ms=500))
     await asyncio.gather(batcher.submit(["a"], [3]), batcher.submit(["b"], [3]))  # concurrent
     first = asyncio.create_task(batcher.submit(["c"], [3]))
-    await asyncio.sleep(0.05)
+    await queued(batcher, 1)  # waiting for company (the last batch served two callers)
     second = asyncio.create_task(batcher.submit(["d"], [3]))
     await asyncio.gather(first, second)
     assert runtime.batches == [["a", "b"], ["c", "d"]]
@@ -317,7 +331,7 @@ async def test_a_small_request_waits_about_one_batch_behind_a_huge_one():
     huge = asyncio.create_task(batcher.submit([f"h{i}" for i in range(6000)], [8] * 6000))
     await asyncio.to_thread(runtime.started.wait, 5)  # the huge one's first batch runs
     small_call = asyncio.create_task(batcher.submit(["small"], [8]))
-    await asyncio.sleep(0)  # let it queue
+    await queued(batcher, 2)
     runtime.gate.set()
     small = await small_call
     assert [r[0] for r in small.results] == ["small"]
@@ -340,7 +354,7 @@ async def test_waiting_requests_take_turns_so_none_starves():
         name: asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(12)], [n] * 12))
         for name, n in (("a", 5), ("b", 300), ("c", 40))
     }
-    await asyncio.sleep(0.05)
+    await queued(batcher, 3)
     runtime.gate.set()
     await asyncio.gather(blocker, *callers.values())
     owners = [{p[0] for p in batch} for batch in runtime.batches[1:]]
@@ -365,7 +379,7 @@ async def test_the_queue_is_bounded_in_sequences_and_tokens():
     with pytest.raises(InvalidArgument, match="more tokens than"):
         await batcher.submit([0], [101])
     waiting = asyncio.create_task(batcher.submit(list(range(8)), [10] * 8))
-    await asyncio.sleep(0.01)
+    await queued(batcher, 1)
     assert seen.sequences == 8
     with pytest.raises(Overloaded, match="at most 10 sequences"):
         await batcher.submit([0, 1, 2], [1, 1, 1])
