@@ -41,6 +41,44 @@ DEFAULT_PORT = 50051
 DEVICES = ("cpu", "cuda")
 
 
+# Settings that count something (at least 1) or are seconds (at least 0); None: not set.
+_BATCH_COUNTS = (
+    "max_batch_tokens",
+    "max_batch_size",
+    "max_queue_requests",
+    "max_queue_sequences",
+    "max_queue_tokens",
+    "length_window",
+)
+_SERVER_COUNTS = (
+    "max_concurrent_rpcs",
+    "max_rpcs_per_peer",
+    "max_request_bytes",
+    "max_request_sequences",
+    "max_answer_bytes",
+    "stream_buffer_bytes",
+    "max_loaded_variants",
+)
+_SERVER_SECONDS = (
+    "grace_period_s",
+    "keepalive_min_ping_interval_s",
+    "keepalive_time_s",
+    "keepalive_timeout_s",
+    "max_connection_age_s",
+    "max_connection_age_grace_s",
+    "stream_idle_timeout_s",
+)
+
+
+def at_least(settings: object, minimum: int, names: tuple[str, ...], where: str = "") -> None:
+    """Raise ValueError naming the first of ``names`` set below ``minimum``."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < minimum:
+            rule = "must be at least 1" if minimum == 1 else f"must be >= {minimum}"
+            raise ValueError(f"{where}{name}={value!r}: {rule}")
+
+
 @dataclass(frozen=True)
 class BatchSettings:
     """Limits of one model's dynamic batcher (YAML ``batch:``, or per model ``models.<name>:``).
@@ -73,20 +111,8 @@ class BatchSettings:
     length_window: int = setting(256, "waiting sequences weighed for the next batch", group="batch")
 
     def validate(self, where: str) -> None:
-        for name in (
-            "max_batch_tokens",
-            "max_batch_size",
-            "max_queue_requests",
-            "max_queue_sequences",
-            "max_queue_tokens",
-            "length_window",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{where}.{name}={getattr(self, name)!r}: must be at least 1")
-        if self.max_queue_delay_ms < 0:
-            raise ValueError(
-                f"{where}.max_queue_delay_ms={self.max_queue_delay_ms!r}: must be >= 0"
-            )
+        at_least(self, 1, _BATCH_COUNTS, f"{where}.")
+        at_least(self, 0, ("max_queue_delay_ms",), f"{where}.")
 
 
 @dataclass(frozen=True)
@@ -261,20 +287,7 @@ class ServerConfig:
             raise ValueError(f"metrics_port={self.metrics_port!r}: allowed 0..65535")
         if self.intra_op_threads < 0 or self.instances < 1:
             raise ValueError("intra_op_threads must be >= 0 and instances >= 1")
-        if self.grace_period_s < 0:
-            raise ValueError(f"grace_period_s={self.grace_period_s!r}: must be >= 0")
-        for name in (
-            "max_concurrent_rpcs",
-            "max_request_bytes",
-            "max_request_sequences",
-            "max_answer_bytes",
-            "stream_buffer_bytes",
-            "max_loaded_variants",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
-        if self.max_rpcs_per_peer is not None and self.max_rpcs_per_peer < 1:
-            raise ValueError(f"max_rpcs_per_peer={self.max_rpcs_per_peer!r}: must be at least 1")
+        at_least(self, 1, _SERVER_COUNTS)
         if self.unary_reserved_rpcs is not None and not (
             0 <= self.unary_reserved_rpcs < self.max_concurrent_rpcs
         ):
@@ -287,16 +300,7 @@ class ServerConfig:
                 f"max_answer_bytes={self.max_answer_bytes}: over stream_buffer_bytes="
                 f"{self.stream_buffer_bytes}; one answer must fit in a stream's buffer"
             )
-        for name in (
-            "keepalive_min_ping_interval_s",
-            "keepalive_time_s",
-            "keepalive_timeout_s",
-            "max_connection_age_s",
-            "max_connection_age_grace_s",
-            "stream_idle_timeout_s",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 0")
+        at_least(self, 0, _SERVER_SECONDS)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key: give both (TLS) or neither (plaintext)")
         if self.tls_client_ca is not None and self.tls_cert is None:
