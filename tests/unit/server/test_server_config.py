@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from bertserve.server.config import DEFAULT_PORT, BatchSettings
 from bertserve.server.config_load import load_config
-from bertserve.server.features import from_bfloat16_bits, to_bfloat16_bits
 
 
 def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
@@ -65,17 +63,6 @@ def test_bad_settings_name_the_setting(tmp_path, flags, environ, yaml_text, mess
     with pytest.raises(ValueError) as error:
         load_config(flags, config_file, environ)
     assert message in str(error.value)
-
-
-def test_bfloat16_rounds_to_nearest_and_keeps_specials():
-    values = np.array(
-        [1.0, -2.5, 3.14159265, 1e-30, np.inf, -np.inf, 65504.0, 1 + 2**-8 + 2**-10], np.float32
-    )
-    back = from_bfloat16_bits(to_bfloat16_bits(values))
-    np.testing.assert_allclose(back[np.isfinite(values)], values[np.isfinite(values)], rtol=2**-8)
-    assert back[4] == np.inf and back[5] == -np.inf
-    assert back[7] == np.float32(1 + 2**-7)  # rounded up, not truncated
-    assert np.isnan(from_bfloat16_bits(to_bfloat16_bits(np.array([np.nan], np.float32))))[0]
 
 
 def test_default_variants_come_from_flags_environment_or_file(tmp_path):
