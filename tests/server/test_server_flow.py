@@ -66,11 +66,20 @@ def batches_started(running) -> float:
     return sum(bucket.get() for bucket in child._buckets)
 
 
+async def until(condition, call=None, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds, or once ``call`` (the
+    long request the test queues behind) has finished."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert call is None or not call.done(), "the long request finished too soon"
+        assert loop.time() < deadline, "the server never reached the state the test waits for"
+        await asyncio.sleep(0.002)
+
+
 async def started(running, call, before: float):
     """Wait until the long call's batch runs (it holds the worker now)."""
-    while batches_started(running) == before:
-        assert not call.done(), "the long request finished before the test could queue behind it"
-        await asyncio.sleep(0.002)
+    await until(lambda: batches_started(running) != before, call)
 
 
 def dropped(running) -> float:
@@ -99,8 +108,7 @@ async def test_a_cancelled_request_is_dropped_and_never_computed(one_long_batch)
     await started(one_long_batch, long_call, before_started)
     before = dropped(one_long_batch)
     cancelled = one_long_batch.stub.Embed(pb.EmbedRequest(texts=["never", "mind", "me"]))
-    while gauge(QUEUE_SEQUENCES, one_long_batch) < 3:  # queued behind the long batch
-        await asyncio.sleep(0.002)
+    await until(lambda: gauge(QUEUE_SEQUENCES, one_long_batch) >= 3, long_call)  # queued
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
@@ -116,8 +124,7 @@ async def test_a_full_queue_answers_resource_exhausted(one_long_batch):
     long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
     await started(one_long_batch, long_call, before_started)
     waiting = [one_long_batch.stub.Embed(pb.EmbedRequest(texts=[t])) for t in ("a", "b")]
-    while gauge(QUEUE_DEPTH, one_long_batch) < 2:
-        await asyncio.sleep(0.002)
+    await until(lambda: gauge(QUEUE_DEPTH, one_long_batch) >= 2, long_call)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["one too many"]))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -212,10 +219,7 @@ async def test_checking_many_token_sequences_does_not_stall_the_server(in_proces
     guard = in_process.server.guard
     before = guard.in_flight
     big = asyncio.ensure_future(in_process.stub.Embed(pb.EmbedRequest(sequences=sequences)))
-    deadline = asyncio.get_running_loop().time() + 60
-    while guard.in_flight == before:  # until the servicer has it: parsed, now being checked
-        assert asyncio.get_running_loop().time() < deadline and not big.done()
-        await asyncio.sleep(0.001)
+    await until(lambda: guard.in_flight != before, big)  # the servicer has it: being checked
     info = await in_process.stub.ModelInfo(pb.ModelInfoRequest())
     assert info.model.name == "minilm"
     assert not big.done(), "the big request was answered before the ModelInfo sent after it"
