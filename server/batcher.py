@@ -104,16 +104,6 @@ class Batcher:
             self._event_loop = asyncio.get_running_loop()
             self._loop_task = self._event_loop.create_task(self._loop(), name=self.name)
 
-    @property
-    def waiting(self) -> int:
-        """Requests waiting in the queue now (none of their sequences taken, or some)."""
-        return len(self._queue)
-
-    @property
-    def closing(self) -> bool:
-        """``close`` began: new requests are refused."""
-        return self._closing
-
     def admit(self, count: int, tokens: int = 0) -> None:
         """Raise unless a request of ``count`` sequences and ``tokens`` tokens may queue now
         (callers check before tokenizing; ``submit`` checks again with the tokens)."""

@@ -66,9 +66,9 @@ async def until(condition, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
-async def queued(batcher: Batcher, requests: int) -> None:
-    """Until ``requests`` requests wait in the batcher's queue (the worker is held)."""
-    await until(lambda: batcher.waiting == requests)
+async def queued(seen: Recorder, requests: int) -> None:
+    """Until the batcher has reported ``requests`` requests waiting in its queue."""
+    await until(lambda: seen.requests == requests)
 
 
 def settings(**overrides: object) -> BatchSettings:
@@ -78,13 +78,28 @@ def settings(**overrides: object) -> BatchSettings:
     return BatchSettings(**{**base, **overrides})
 
 
-async def held(**overrides: object) -> tuple[StandIn, Recorder, Batcher, asyncio.Task]:
+def refusing(batcher: Batcher):
+    """A condition: the batcher refuses new requests (it is closing)."""
+
+    def check() -> bool:
+        try:
+            batcher.admit(1)
+        except Unavailable:
+            return True
+        return False
+
+    return check
+
+
+async def held(
+    cost: CostModel | None = None, **overrides: object
+) -> tuple[StandIn, Recorder, Batcher, asyncio.Task]:
     """A batcher (one sequence a batch, no queue delay) whose only worker is busy with the held
     batch "running": whatever comes next queues behind it."""
     runtime = StandIn(hold=True)
     seen = Recorder()
     limits = {"max_batch_size": 1, "max_queue_delay_ms": 0, **overrides}
-    batcher = Batcher(runtime, settings(**limits), observer=seen)
+    batcher = Batcher(runtime, settings(**limits), observer=seen, cost=cost)
     running = asyncio.create_task(batcher.submit(["running"], [1]))
     await asyncio.to_thread(runtime.started.wait, 5)
     return runtime, seen, batcher, running
@@ -131,15 +146,12 @@ async def test_concurrent_callers_share_a_batch_and_get_their_own_results():
 
 
 async def test_sequences_are_grouped_by_length_and_the_longest_waiting_goes_first():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=2, max_queue_delay_ms=0, length_window=16))
-    blocker = asyncio.create_task(batcher.submit(["first"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)  # the worker is busy; the rest queue up
+    runtime, seen, batcher, blocker = await held(max_batch_size=2, length_window=16)
     lengths = {"a": 100, "b": 5, "c": 98, "d": 6}
     tasks = [
         asyncio.create_task(batcher.submit([name], [length])) for name, length in lengths.items()
     ]
-    await queued(batcher, 4)
+    await queued(seen, 4)
     runtime.gate.set()
     await asyncio.gather(blocker, *tasks)
     assert [sorted(batch) for batch in runtime.batches[1:]] == [["a", "c"], ["b", "d"]]
@@ -162,8 +174,7 @@ async def test_a_failed_batch_fails_only_its_callers_and_the_loop_lives_on():
 async def test_a_cancelled_request_is_dropped_from_the_queue_and_never_computed():
     runtime, seen, batcher, blocker = await held()
     cancelled = asyncio.create_task(batcher.submit(["cancelled-1", "cancelled-2"], [1, 1]))
-    await queued(batcher, 1)
-    assert seen.requests == 1
+    await queued(seen, 1)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
@@ -188,9 +199,9 @@ async def test_an_expired_request_gets_deadline_exceeded_and_is_never_computed()
 
 
 async def test_a_full_queue_refuses_with_overloaded():
-    runtime, _, batcher, running = await held(max_queue_requests=2)
+    runtime, seen, batcher, running = await held(max_queue_requests=2)
     waiting = [asyncio.create_task(batcher.submit([f"w{i}"], [1])) for i in range(2)]
-    await queued(batcher, 2)
+    await queued(seen, 2)
     with pytest.raises(Overloaded, match="queue full"):
         await batcher.submit(["one too many"], [1])
     runtime.gate.set()
@@ -205,7 +216,7 @@ async def test_closing_finishes_queued_work_and_then_refuses():
     tasks = [asyncio.create_task(batcher.submit([f"r{i}"], [1])) for i in range(3)]
     await asyncio.to_thread(runtime.started.wait, 5)
     closing = asyncio.create_task(batcher.close(timeout=10))
-    await until(lambda: batcher.closing)
+    await until(refusing(batcher))
     with pytest.raises(Unavailable):
         await batcher.submit(["new"], [1])
     runtime.gate.set()
@@ -223,11 +234,11 @@ async def test_a_lone_caller_does_not_wait_for_the_queue_delay():
 
 
 async def test_under_concurrent_load_it_waits_to_fill_the_batch():
-    runtime = StandIn()
-    batcher = Batcher(runtime, settings(max_batch_size=64, max_queue_delay_ms=500))
+    runtime, seen = StandIn(), Recorder()
+    batcher = Batcher(runtime, settings(max_batch_size=64, max_queue_delay_ms=500), observer=seen)
     await asyncio.gather(batcher.submit(["a"], [3]), batcher.submit(["b"], [3]))  # concurrent
     first = asyncio.create_task(batcher.submit(["c"], [3]))
-    await queued(batcher, 1)  # waiting for company (the last batch served two callers)
+    await queued(seen, 1)  # waiting for company (the last batch served two callers)
     second = asyncio.create_task(batcher.submit(["d"], [3]))
     await asyncio.gather(first, second)
     assert runtime.batches == [["a", "b"], ["c", "d"]]
@@ -253,12 +264,13 @@ async def test_one_big_request_is_cut_into_length_sorted_batches():
 
 
 async def test_a_small_request_waits_about_one_batch_behind_a_huge_one():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=16, max_queue_delay_ms=0), cost=CPU)
+    runtime, seen = StandIn(hold=True), Recorder()
+    limits = settings(max_batch_size=16, max_queue_delay_ms=0)
+    batcher = Batcher(runtime, limits, cost=CPU, observer=seen)
     huge = asyncio.create_task(batcher.submit([f"h{i}" for i in range(6000)], [8] * 6000))
     await asyncio.to_thread(runtime.started.wait, 5)  # the huge one's first batch runs
     small_call = asyncio.create_task(batcher.submit(["small"], [8]))
-    await queued(batcher, 2)
+    await queued(seen, 2)
     runtime.gate.set()
     small = await small_call
     assert [r[0] for r in small.results] == ["small"]
@@ -270,18 +282,13 @@ async def test_a_small_request_waits_about_one_batch_behind_a_huge_one():
 
 
 async def test_waiting_requests_take_turns_so_none_starves():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(
-        runtime, settings(max_batch_size=4, max_queue_delay_ms=0, length_window=8), cost=CPU
-    )
-    blocker = asyncio.create_task(batcher.submit(["first"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)
+    runtime, seen, batcher, blocker = await held(CPU, max_batch_size=4, length_window=8)
     # three callers of very different lengths: the turn passes from one to the next
     callers = {
         name: asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(12)], [n] * 12))
         for name, n in (("a", 5), ("b", 300), ("c", 40))
     }
-    await queued(batcher, 3)
+    await queued(seen, 3)
     runtime.gate.set()
     await asyncio.gather(blocker, *callers.values())
     owners = [{p[0] for p in batch} for batch in runtime.batches[1:]]
@@ -296,7 +303,7 @@ async def test_the_queue_is_bounded_in_sequences_and_tokens():
     with pytest.raises(InvalidArgument, match="more tokens than"):
         await batcher.submit([0], [101])
     waiting = asyncio.create_task(batcher.submit(list(range(8)), [10] * 8))
-    await queued(batcher, 1)
+    await queued(seen, 1)
     assert seen.sequences == 8
     with pytest.raises(Overloaded, match="at most 10 sequences"):
         await batcher.submit([0, 1, 2], [1, 1, 1])
