@@ -5,7 +5,7 @@ Each setting is declared once, as a dataclass field made by :func:`setting`: its
 field's name (``batch.<name>`` and ``models.<model>.<name>`` for the batcher's), and the same
 declaration yields its environment variable, its flag (see server/cli.py) and its row of the
 README's table (``python -m bertserve.server.config --markdown``). Reading them from their
-sources is server/config_load.py's job.
+sources: server/config_load.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bertserve.server.settings import (
+    at_least,
     comma_names,
     env_name,
     flag_name,
@@ -27,7 +29,6 @@ from bertserve.server.settings import (
 )
 
 __all__ = [  # the declaration helpers too: server/cli.py reads the flags from here
-    "BATCH_KEYS",
     "BatchSettings",
     "ServerConfig",
     "env_name",
@@ -68,15 +69,6 @@ _SERVER_SECONDS = (
     "max_connection_age_grace_s",
     "stream_idle_timeout_s",
 )
-
-
-def at_least(settings: object, minimum: int, names: tuple[str, ...], where: str = "") -> None:
-    """Raise ValueError naming the first of ``names`` set below ``minimum``."""
-    for name in names:
-        value = getattr(settings, name)
-        if value is not None and value < minimum:
-            rule = "must be at least 1" if minimum == 1 else f"must be >= {minimum}"
-            raise ValueError(f"{where}{name}={value!r}: {rule}")
 
 
 @dataclass(frozen=True)
@@ -322,6 +314,16 @@ def settings() -> Iterator[dataclasses.Field]:
 
 
 BATCH_KEYS = frozenset(f.name for f in dataclasses.fields(BatchSettings))
+
+
+def __getattr__(name: str) -> Any:
+    """``load_config`` and ``markdown_table`` live in server/config_load.py (they read the
+    declarations above); importing them from here still works."""
+    if name in ("load_config", "markdown_table"):
+        from bertserve.server import config_load
+
+        return getattr(config_load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

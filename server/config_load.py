@@ -10,24 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bertserve.server.config import BATCH_KEYS, BatchSettings, ServerConfig, settings
-from bertserve.server.settings import Setting, env_name, flag_name, shown_default
-
-
-def _convert(field_: dataclasses.Field, value: Any, where: str) -> Any:
-    try:
-        return field_.metadata["setting"].convert(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{where}={value!r}: not a valid {field_.name} ({error})") from None
-
-
-def _from_yaml(data: Mapping[str, Any], allowed: dict[str, dataclasses.Field], where: str) -> dict:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping of settings, got {data!r}")
-    unknown = set(data) - set(allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
-    prefix = f"{where}." if where != "top level" else ""
-    return {k: _convert(allowed[k], v, f"{prefix}{k}") for k, v in data.items()}
+from bertserve.server.settings import convert_value, env_name, flag_name, from_mapping
+from bertserve.server.settings import markdown_table as settings_table
 
 
 def load_config(
@@ -54,14 +38,14 @@ def load_config(
         data = yaml.safe_load(Path(config_file).read_text()) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{config_file}: expected a mapping at the top level")
-        batch.update(_from_yaml(data.pop("batch", None) or {}, batch_fields, "batch"))
+        batch.update(from_mapping(data.pop("batch", None) or {}, batch_fields, "batch"))
         models = data.pop("models", None) or {}
         if not isinstance(models, Mapping):
             raise ValueError(f"{config_file}: models: expected a mapping of model names")
         for name, keys in models.items():
-            model_keys[str(name)] = _from_yaml(keys or {}, batch_fields, f"models.{name}")
+            model_keys[str(name)] = from_mapping(keys or {}, batch_fields, f"models.{name}")
         try:
-            values.update(_from_yaml(data, server_fields, "top level"))
+            values.update(from_mapping(data, server_fields, "top level"))
         except ValueError as error:
             known = sorted(server_fields) + ["batch", "models"]
             if "unknown keys" in str(error):
@@ -75,13 +59,15 @@ def load_config(
         variable = env_name(field_)
         raw = environ.get(variable) if variable else None
         if raw:
-            (batch if name in BATCH_KEYS else values)[name] = _convert(field_, raw, variable)
+            (batch if name in BATCH_KEYS else values)[name] = convert_value(field_, raw, variable)
     for name, value in (flags or {}).items():
         if name not in every:
             raise ValueError(f"unknown setting {name!r}; allowed {sorted(every)}")
         if value is not None:
             where = flag_name(every[name]) or name
-            (batch if name in BATCH_KEYS else values)[name] = _convert(every[name], value, where)
+            (batch if name in BATCH_KEYS else values)[name] = convert_value(
+                every[name], value, where
+            )
     if values.get("repo") is None:
         raise ValueError("no model repository: pass --repo DIR or set BERTSERVE_REPO")
     base = BatchSettings(**batch)
@@ -91,23 +77,9 @@ def load_config(
 
 def markdown_table() -> str:
     """The README's table of settings: YAML key, flag, environment variable, default, meaning."""
-    lines = [
-        "| YAML key | `serve` flag | environment | default | what it sets |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for field_ in settings():
-        meta: Setting = field_.metadata["setting"]
-        key = f"batch.{field_.name}" if field_.name in BATCH_KEYS else field_.name
-        flag = flag_name(field_)
-        if flag and isinstance(field_.default, bool):
-            flag = f"--[no-]{flag[2:]}"
-        variable = env_name(field_)
-        lines.append(
-            f"| `{key}` | {f'`{flag}`' if flag else '—'} | {f'`{variable}`' if variable else '—'} "
-            f"| {shown_default(field_)} | {meta.help} |"
-        )
-    lines.append(
+    rows = ((f"batch.{f.name}" if f.name in BATCH_KEYS else f.name, f) for f in settings())
+    return settings_table(
+        rows,
         "| `models.<name>.<batch key>` | — | — | the `batch` value | one model's own batcher "
-        "settings; global flags and variables never override them |"
+        "settings; global flags and variables never override them |",
     )
-    return "\n".join(lines) + "\n"

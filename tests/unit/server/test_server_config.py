@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from bertserve.server.config import DEFAULT_PORT, BatchSettings
-from bertserve.server.config_load import load_config
+from bertserve.server.config import DEFAULT_PORT, BatchSettings, load_config
 
 
 def test_flags_beat_environment_beat_file_beat_defaults(tmp_path):
