@@ -236,7 +236,8 @@ def _embed_options(args: argparse.Namespace) -> dict[str, Any]:
     output: list[str] = []
     if args.tokens:
         output.append("tokens")
-    if args.pooling not in (None, "none") or not (args.tokens or args.layers):
+    # the sentence vector always, unless --pooling none: --tokens and --layers add to it
+    if args.pooling != "none":
         output.append("sentence")
     return {
         "output": output or None,

@@ -89,8 +89,7 @@ def sequence_features(
     if spec.pooling == "pooler":
         result["sentence_embedding"] = outputs["pooler_output"][row].astype(np.float32)
     if spec.normalize and "sentence_embedding" in result:
-        vector = result["sentence_embedding"]
-        result["sentence_embedding"] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        result["sentence_embedding"] = unit(result["sentence_embedding"])
     for layer in spec.layers:
         result[f"hidden_states.{layer}"] = outputs[f"hidden_states.{layer}"][row, :length].astype(
             np.float32
@@ -98,6 +97,14 @@ def sequence_features(
     if spec.logits:
         result["logits"] = outputs["logits"][row].astype(np.float32)
     return result
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    """``vector`` (or each row of a matrix) scaled to length 1 (a zero vector stays zero)."""
+    if vector.ndim == 1:
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+    norms = np.maximum(np.linalg.norm(vector, axis=-1, keepdims=True), 1e-12)
+    return (vector / norms).astype(np.float32)
 
 
 SEQUENCE_OUTPUTS = ("sentence_embedding", "logits")  # one row per sequence, not per token

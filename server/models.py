@@ -23,7 +23,7 @@ from bertserve.server.repository import (
     verify_package,
 )
 from bertserve.server.runtime import ModelRuntime
-from bertserve.server.tokenize import Sequence, TextTokenizer
+from bertserve.server.tokenize import ADVICE, Sequence, TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,10 @@ class LoadedVariant:
 
     # -- inputs -----------------------------------------------------------------------------
 
-    def tokenize(self, texts: list[str], pairs: list[str] | None, truncate: bool) -> list[Sequence]:
-        return self.tokenizer.sequences(texts, pairs, truncate=truncate)
+    def tokenize(
+        self, texts: list[str], pairs: list[str] | None, truncate: bool, advice: str = ADVICE
+    ) -> list[Sequence]:
+        return self.tokenizer.sequences(texts, pairs, truncate=truncate, advice=advice)
 
     # -- features ---------------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from tokenizers import Encoding, Tokenizer
 PREFIX_CHARS_PER_TOKEN = 8
 # Tokens beyond the limit a prefix must give before its cut word cannot matter.
 WORD_SLACK = 100
+# What to do about a text over the limit, said in the refusal.
+ADVICE = "shorten it or set truncate=true"
 
 
 @dataclass
@@ -66,7 +68,12 @@ class TextTokenizer:
         return text, False
 
     def encode_counted(
-        self, texts: list[str], pairs: list[str] | None = None, *, truncate: bool = False
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        *,
+        truncate: bool = False,
+        advice: str = ADVICE,
     ) -> tuple[list[Encoding], list[int]]:
         """Encodings of texts (and their second segments) and the tokens truncation dropped
         from each; too long without truncate: INVALID_ARGUMENT.
@@ -95,7 +102,7 @@ class TextTokenizer:
                         raise InvalidArgument(
                             f"over {self.max_length} tokens (its first {len(values[index]):,} "
                             f"characters alone are), longer than the model's limit of "
-                            f"{self.max_length}; shorten it or set truncate=true",
+                            f"{self.max_length}; {advice}",
                             (field_name, index),
                         )
         inputs = list(zip(texts, pairs, strict=True)) if pairs else list(texts)
@@ -106,7 +113,7 @@ class TextTokenizer:
             index = long_ones[0]
             raise InvalidArgument(
                 f"{len(encodings[index].ids)} tokens, longer than the model's limit of "
-                f"{self.max_length}; shorten it or set truncate=true",
+                f"{self.max_length}; {advice}",
                 ("texts", index),
             )
         if long_ones:  # only the long ones again, cut
@@ -116,13 +123,28 @@ class TextTokenizer:
                 encodings[index] = encoding
         return encodings, dropped
 
+    def encode_whole(self, texts: list[str]) -> list[Encoding]:
+        """Encodings of whole texts, however long (for windows over them), with offsets in
+        code points."""
+        for index, text in enumerate(texts):
+            if not text:
+                raise InvalidArgument(
+                    "empty string; allowed: a text of at least one character", ("texts", index)
+                )
+        return self._tokenizer.encode_batch(list(texts))
+
     def sequences(
-        self, texts: list[str], pairs: list[str] | None = None, *, truncate: bool = False
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        *,
+        truncate: bool = False,
+        advice: str = ADVICE,
     ) -> list[Sequence]:
         """Model inputs of the texts, each with the count of tokens truncation dropped."""
         texts, pairs = list(texts), list(pairs) if pairs else None
         result = []
-        encodings, dropped = self.encode_counted(texts, pairs, truncate=truncate)
+        encodings, dropped = self.encode_counted(texts, pairs, truncate=truncate, advice=advice)
         for encoding, cut in zip(encodings, dropped, strict=True):
             result.append(
                 Sequence(

@@ -9,8 +9,9 @@ inputs and outputs must be those of the request users typically send:
   (FP32 [batch, hidden]); for a classifier ``label`` (BYTES [batch]) and ``probabilities``.
 - ``MODEL.features`` (e.g. ``minilm.features``): every input (``TEXT`` with ``TEXT_PAIR``, or
   token ids ``input_ids`` with ``attention_mask`` and ``token_type_ids``, all optional: a
-  request sends either group) and every output (``token_embeddings``, ``hidden_states``,
-  ``hidden_states.N``, ``lengths``, the sentence embedding, a classifier's ``logits`` ...).
+  request sends either group, with ``SPANS`` for late chunking) and every output
+  (``token_embeddings``, ``hidden_states``, ``hidden_states.N``, ``lengths``, the sentence
+  embedding, the long-document outputs ``chunk_embeddings`` ..., a classifier's ``logits`` ...).
 
 Both share the repository model's variants (their versions), loaded variant and batcher;
 ModelMetadata, ModelConfig and ModelInfer answer each name with the same inputs and outputs.
@@ -32,6 +33,7 @@ from typing import Any
 from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.inference import model_config_pb2 as mc
 from bertserve.server.config import BatchSettings, ServerConfig
+from bertserve.server.core.chunking import chunk_defaults
 from bertserve.server.errors import InvalidArgument
 from bertserve.server.repository import VARIANT_ORDER, ModelPackage
 from bertserve.server.statistics import RequestStatistics, Statistics
@@ -50,8 +52,14 @@ IGNORED_PARAMETERS = (
 )
 TEXT_INPUTS = ("TEXT", "TEXT_PAIR")
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Late chunking: [spans, 3] rows [text, start, end) (INT32 or INT64; declared INT64)
+SPANS = "SPANS"
+# Long documents (parameters long_text=chunk, SPANS or split): their first dimension counts
+# chunks or spans, not the batch.
+LONG_TEXT_OUTPUTS = ("chunk_embeddings", "chunk_spans", "span_embeddings", "span_offsets")
 DATA_TYPES = {
     "BYTES": mc.TYPE_STRING,
+    "INT32": mc.TYPE_INT32,
     "INT64": mc.TYPE_INT64,
     "FP32": mc.TYPE_FP32,
 }
@@ -92,6 +100,7 @@ class V2Model:
         return {
             **{name: Tensor(name, "BYTES", (-1, 1), optional=True) for name in TEXT_INPUTS},
             **{name: Tensor(name, "INT64", (-1, -1), optional=True) for name in TOKEN_INPUTS},
+            SPANS: Tensor(SPANS, "INT64", (-1, 3), optional=True),
         }
 
     @property
@@ -112,6 +121,10 @@ class V2Model:
             Tensor("hidden_states", "FP32", (-1, -1, -1, hidden)),
             *(Tensor(f"hidden_states.{i}", "FP32", (-1, -1, hidden)) for i in range(top + 1)),
             Tensor("lengths", "INT64", (-1,)),
+            Tensor("chunk_embeddings", "FP32", (-1, hidden)),
+            Tensor("chunk_spans", "INT32", (-1, 3)),
+            Tensor("span_embeddings", "FP32", (-1, hidden)),
+            Tensor("span_offsets", "INT32", (-1, 3)),
         ]
         if labels:
             outputs += [
@@ -134,7 +147,9 @@ class V2Model:
         """INVALID_ARGUMENT unless ``name`` is one of this model's inputs."""
         if name not in self.inputs:
             where = (
-                "" if self.features else f"; {self.other()!r} takes {TEXT_INPUTS + TOKEN_INPUTS}"
+                ""
+                if self.features
+                else f"; {self.other()!r} takes {(*TEXT_INPUTS, *TOKEN_INPUTS, SPANS)}"
             )
             raise InvalidArgument(
                 f"inputs[{index}].name={name!r}: not an input of model {self.name!r}; allowed "
@@ -207,12 +222,17 @@ def model_config(
     kind = (
         mc.ModelInstanceGroup.KIND_CPU if config.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU
     )
+    max_length = manifest.get("max_length") or manifest.get("max_position_embeddings") or 512
+    chunk_tokens, chunk_overlap = chunk_defaults(int(max_length))
     facts = {
         "variant": version,
         "max_request_sequences": config.max_request_sequences,
         "max_batch_tokens": settings.max_batch_tokens,
         "max_queue_requests": settings.max_queue_requests,
-        "max_length": manifest.get("max_length") or manifest.get("max_position_embeddings") or 512,
+        "max_length": max_length,
+        # long_text=chunk: the largest (and default) chunk_tokens and its default chunk_overlap
+        "chunk_tokens": chunk_tokens,
+        "chunk_overlap": chunk_overlap,
         "hidden_size": manifest["hidden_size"],
         "num_layers": manifest["num_layers"],
         "default_pooling": manifest.get("default_pooling", "cls"),

@@ -129,8 +129,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     probe.add_argument("--classifier", help="a fine-tuned model on the server, for comparison")
     probe.add_argument("--classifier-variant", help="of --classifier (default: the server's)")
     probe.add_argument("--out", type=Path, default=Path("probe"), help="folder for the report")
-    probe.add_argument("--train-rows", type=int, default=0, help="first N training rows (0: all)")
-    probe.add_argument("--test-rows", type=int, default=0, help="first N test rows (0: all)")
+    probe.add_argument(
+        "--train-rows", type=int, default=0, help="N training rows, evenly spread (0: all)"
+    )
+    probe.add_argument(
+        "--test-rows", type=int, default=0, help="N test rows, evenly spread (0: all)"
+    )
     probe.add_argument("--seed", type=int, default=0, help="of the logistic regressions")
     probe.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
     _data_columns(probe)

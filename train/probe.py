@@ -165,11 +165,13 @@ def classify_labels(
 
 
 def _subset(split: Split, rows: int) -> Split:
-    """The first ``rows`` rows (0: all)."""
+    """``rows`` rows taken evenly through the split (0: all). Not the first ones: a file
+    sorted by label (``bertserve data sentiment`` writes them so) would give one class."""
     if not rows or rows >= len(split):
         return split
-    pairs = split.pairs[:rows] if split.pairs else None
-    return Split(split.texts[:rows], pairs, split.labels[:rows])
+    picked = [index * len(split) // rows for index in range(rows)]
+    pairs = [split.pairs[i] for i in picked] if split.pairs else None
+    return Split([split.texts[i] for i in picked], pairs, [split.labels[i] for i in picked])
 
 
 def training_rows(data: Dataset) -> Split:

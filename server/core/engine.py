@@ -4,11 +4,13 @@ validate once, bound the cost from cheap facts, tokenize, batch, compute feature
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bertserve.server.core.long_text import ERROR_ADVICE, Prepared, assemble, prepare
 from bertserve.server.core.request import (
     MAX_NAME_BYTES,
     Request,
@@ -18,22 +20,26 @@ from bertserve.server.core.request import (
     Tokens,
 )
 from bertserve.server.core.validate import (
+    LongText,
     ModelFacts,
     answer_bytes,
     check_identifier,
     check_identifiers,
     feature_spec,
+    long_text,
     token_sequences,
+    truncates,
 )
 from bertserve.server.errors import AnswerTooLarge, InvalidArgument, Unavailable
 from bertserve.server.features import FeatureSpec
-from bertserve.server.tokenize import Sequence
+from bertserve.server.tokenize import ADVICE, Sequence
 
 SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 # Below these sizes work stays on the event loop: a thread hop would cost more than the work.
 INLINE_TEXTS = 16
 INLINE_CHARS = 4096
 INLINE_TOKENS = 16 * 512
+INLINE_SPANS = 256
 # Bytes a Tokenize answer takes at least per token (padded or not): the token string, the id,
 # mask, type, offsets and special flag each take a byte or more on the wire.
 TOKENIZE_BYTES_PER_TOKEN = 8
@@ -129,17 +135,27 @@ class Engine:
         if not len(inputs):
             raise InvalidArgument("empty; allowed one or more", (field,))
         self.check_count(len(inputs), field, variant)
-        return feature_spec(request.options, facts_of(variant))
+        spec = feature_spec(request.options, facts_of(variant))
+        self.long_text(request, variant)
+        return spec
+
+    def long_text(self, request: Request, variant: Any) -> LongText:
+        """The request's long-text options checked against the variant and its inputs."""
+        inputs = request.inputs
+        texts = isinstance(inputs, Texts)
+        pairs = texts and bool(inputs.pairs)  # type: ignore[union-attr]
+        return long_text(request.options, facts_of(variant), texts, pairs)
 
     async def sequences(self, request: Request, variant: Any) -> list[Sequence]:
         """The request's inputs as model sequences: texts tokenized, token ids checked; off
         the event loop when large."""
-        inputs, truncate = request.inputs, request.options.truncate
+        inputs, truncate = request.inputs, truncates(request.options)
         if isinstance(inputs, Texts):
             texts, pairs = inputs.texts, inputs.pairs or None
-            if len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS:
-                return variant.tokenize(texts, pairs, truncate)
-            return await asyncio.to_thread(variant.tokenize, texts, pairs, truncate)
+            args = (texts, pairs, truncate, advice(request))
+            if small(texts):
+                return variant.tokenize(*args)
+            return await asyncio.to_thread(variant.tokenize, *args)
         assert isinstance(inputs, Tokens)
         facts = facts_of(variant)
         ids = sum(min(len(s.input_ids), facts.max_length) for s in inputs.sequences)
@@ -166,6 +182,10 @@ class Engine:
         spec = self.spec(request, variant)
         # a request that finds the queue full is refused before any work
         variant.batcher.admit(len(request.inputs))
+        settings = self.long_text(request, variant)
+        if settings.expands:
+            args = (request, spec, settings, variant, timeout, admit, padded, started)
+            return await self._embed_long(*args), spec, variant
         tokenize_start = time.monotonic_ns()
         sequences = await self.sequences(request, variant)
         tokenization_ns = time.monotonic_ns() - tokenize_start
@@ -182,6 +202,71 @@ class Engine:
         result = Result(computed.outputs, computed.lengths, computed.truncated, timing)
         timing.total_ns = time.monotonic_ns() - started
         return result, spec, variant
+
+    async def _embed_long(
+        self,
+        request: Request,
+        spec: FeatureSpec,
+        settings: LongText,
+        variant: Any,
+        timeout: float | None,
+        admit: Admit,
+        padded: bool,
+        started: int,
+    ) -> Result:
+        """A request that chunks or asks for spans: its texts as windows through the batcher
+        like any other sequences, counted and sized before any is computed, then stitched and
+        pooled into the answer's outputs."""
+        texts = list(request.inputs.texts)  # type: ignore[union-attr]
+        tokenize_start = time.monotonic_ns()
+        args = (variant.tokenizer, texts, settings, advice(request))
+        inline = small(texts) and len(settings.spans) <= INLINE_SPANS
+        prepared = prepare(*args) if inline else await asyncio.to_thread(prepare, *args)
+        tokenization_ns = time.monotonic_ns() - tokenize_start
+        self.check_windows(prepared, settings, variant)
+        window_tokens = sum(len(s) for s in prepared.sequences)
+        variant.batcher.admit(len(prepared.sequences), window_tokens)
+        chunks = len(prepared.sequences) if settings.return_chunks else 0
+        size = answer_bytes(
+            spec, prepared.lengths, variant.hidden_size, padded, chunks, len(prepared.spans)
+        )
+        await admit(size)
+        # unnormalized (normalized once pooled across windows); token rows when spans need them
+        inner = dataclasses.replace(
+            spec,
+            normalize=False,
+            token_embeddings=spec.token_embeddings or len(prepared.spans) > 0,
+        )
+        computed = await variant.embed(prepared.sequences, inner, timeout)
+        work = (prepared, computed.outputs, spec, settings)
+        if window_tokens <= INLINE_TOKENS and len(prepared.spans) <= INLINE_SPANS:
+            outputs = assemble(*work)
+        else:
+            outputs = await asyncio.to_thread(assemble, *work)
+        timing = Timing(
+            tokenization_ns=tokenization_ns,
+            queue_ns=computed.queue_ns,
+            inference_ns=computed.inference_ns,
+            tokens=computed.tokens,
+            computed_tokens=computed.computed_tokens,
+        )
+        result = Result(outputs, prepared.lengths, prepared.truncated, timing)
+        timing.total_ns = time.monotonic_ns() - started
+        return result
+
+    def check_windows(self, prepared: Prepared, settings: LongText, variant: Any) -> None:
+        """INVALID_ARGUMENT when the texts make more windows than one request may queue."""
+        windows = len(prepared.sequences)
+        limit = min(self.max_request_sequences, variant.batcher.settings.max_queue_sequences)
+        if windows > limit:
+            raise InvalidArgument(
+                f"{len(prepared.documents)} texts make {windows} windows of chunk_tokens="
+                f"{settings.window} overlapping by chunk_overlap={settings.overlap}; allowed at "
+                f"most {limit} windows in one request (max_request_sequences, "
+                "max_queue_sequences): send fewer or shorter texts per request, or a larger "
+                "chunk_tokens or smaller chunk_overlap",
+                ("texts",),
+            )
 
     async def tokenize(
         self, texts: Texts, model: str, truncate: bool, pad_to: int, limit: int
@@ -218,3 +303,13 @@ class Engine:
 
         encodings, dropped = await asyncio.to_thread(work)
         return encodings, dropped, variant
+
+
+def small(texts: Any) -> bool:
+    """Texts few and short enough to tokenize on the event loop."""
+    return len(texts) <= INLINE_TEXTS and sum(map(len, texts)) <= INLINE_CHARS
+
+
+def advice(request: Request) -> str:
+    """What a refusal of a text over the window advises."""
+    return ERROR_ADVICE if request.options.long_text == "error" else ADVICE

@@ -6,13 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from bertserve.server.core.chunking import SPECIAL_TOKENS, chunk_defaults, default_overlap
 from bertserve.server.core.request import (
     AGGREGATIONS,
+    CHUNK_POOLINGS,
     DTYPES,
+    LONG_TEXTS,
     MAX_ID_BYTES,
     MAX_LAYER_ENTRIES,
     MAX_NAME_BYTES,
     POOLINGS,
+    SPLITS,
     Options,
     Tokens,
 )
@@ -87,8 +91,14 @@ def feature_spec(options: Options, facts: ModelFacts) -> FeatureSpec:
         pooling = facts.default_pooling
     elif pooling == "none":
         pooling = None
-    if options.normalize and pooling is None:
-        raise InvalidArgument("=true: needs a sentence embedding; set pooling", ("normalize",))
+    if options.normalize and pooling is None and not (options.spans or options.split):
+        raise InvalidArgument(
+            "=true: needs a sentence embedding or spans; set pooling", ("normalize",)
+        )
+    if options.return_chunks and pooling is None:
+        raise InvalidArgument(
+            "=true: needs a sentence embedding per chunk; set pooling", ("return_chunks",)
+        )
     if options.logits and not facts.has_logits:
         raise FailedPrecondition(
             f"variant {facts.variant!r} of model {facts.model!r} lists labels but its "
@@ -104,14 +114,24 @@ def feature_spec(options: Options, facts: ModelFacts) -> FeatureSpec:
         dtype=options.dtype,
         logits=options.logits,
     )
-    if not (spec.token_embeddings or spec.pooling or spec.layers or spec.logits):
+    late = bool(options.spans or options.split)  # span vectors are an output too
+    if not (spec.token_embeddings or spec.pooling or spec.layers or spec.logits or late):
         raise InvalidArgument("none asked for: ask for at least one output", ("outputs",))
     return spec
 
 
-def answer_bytes(spec: FeatureSpec, lengths: list[int], hidden: int, padded: bool) -> int:
+def answer_bytes(
+    spec: FeatureSpec,
+    lengths: list[int],
+    hidden: int,
+    padded: bool,
+    chunks: int = 0,
+    spans: int = 0,
+) -> int:
     """Bytes of the tensors an answer will carry, from the sequences' lengths alone.
-    ``padded``: token-level outputs are sent padded to the longest sequence (v2)."""
+    ``padded``: token-level outputs are sent padded to the longest sequence (v2). ``chunks``
+    and ``spans``: rows of "chunk_embeddings" and "span_embeddings", each with its int32
+    [text, start, end] row."""
     sequences = len(lengths)
     tokens = sequences * max(lengths, default=0) if padded else sum(lengths)
     width = hidden * 4 if spec.aggregate == "concat_last_4" else hidden
@@ -119,8 +139,111 @@ def answer_bytes(spec: FeatureSpec, lengths: list[int], hidden: int, padded: boo
     if spec.token_embeddings:
         values += tokens * width
     if spec.pooling:
-        values += sequences * (hidden if spec.pooling == "pooler" else width)
-    return values * (4 if spec.dtype == "float32" else 2)
+        values += (sequences + chunks) * (hidden if spec.pooling == "pooler" else width)
+    values += spans * width
+    return values * (4 if spec.dtype == "float32" else 2) + (chunks + spans) * 3 * 4
+
+
+@dataclass(frozen=True)
+class LongText:
+    """How a request treats long texts, checked: ``chunk`` (windows of ``window`` content
+    tokens overlapping by ``overlap``, pooled by ``pooling``) or else ``truncate``; late
+    chunking by ``spans`` or ``split``."""
+
+    chunk: bool = False
+    truncate: bool = False
+    window: int = 0
+    overlap: int = 0
+    pooling: str = "mean"
+    return_chunks: bool = False
+    spans: tuple[tuple[int, int, int], ...] = ()
+    split: bool = False
+
+    @property
+    def expands(self) -> bool:
+        """Whether the request leaves the plain path (windows, stitching or spans)."""
+        return self.chunk or bool(self.spans) or self.split
+
+
+def truncates(options: Options) -> bool:
+    """Whether a text over the model's window is cut (else refused), when not chunked."""
+    return options.long_text == "truncate" or (options.long_text == "" and options.truncate)
+
+
+def long_text(options: Options, facts: ModelFacts, texts: bool, pairs: bool) -> LongText:
+    """The long-text options checked against the model and the inputs (``texts``: texts, not
+    pre-tokenized sequences; ``pairs``: with a second segment)."""
+    mode = options.long_text
+    if mode not in LONG_TEXTS:
+        raise InvalidArgument(f"={mode!r}: allowed {LONG_TEXTS[1:]}", ("long_text",))
+    if options.chunk_pooling not in CHUNK_POOLINGS:
+        raise InvalidArgument(
+            f"={options.chunk_pooling!r}: allowed {CHUNK_POOLINGS}", ("chunk_pooling",)
+        )
+    if options.split not in SPLITS:
+        raise InvalidArgument(f"={options.split!r}: allowed {SPLITS[1:]}", ("split",))
+    late = bool(options.spans) or bool(options.split)
+    if options.spans and options.split:
+        raise InvalidArgument(
+            f"={options.split} with {len(options.spans)} spans; allowed one of them", ("split",)
+        )
+    chunk = mode == "chunk"
+    if (chunk or late) and not texts:
+        what = "long_text=chunk" if chunk else ("spans" if options.spans else "split")
+        raise InvalidArgument(
+            f"{what} with pre-tokenized sequences; allowed: texts only (character offsets and "
+            "windows need the text)",
+            ("long_text" if chunk else "spans" if options.spans else "split",),
+        )
+    if (chunk or late) and pairs:
+        what = "long_text=chunk" if chunk else ("spans" if options.spans else "split")
+        raise InvalidArgument(
+            f"{what} with text pairs; allowed: single texts, without pairs",
+            ("pairs",),
+        )
+    if chunk and options.logits:
+        raise InvalidArgument(
+            "with long_text=chunk: logits are per sequence and not pooled across windows; "
+            "allowed long_text truncate or error",
+            ("logits",),
+        )
+    largest, _ = chunk_defaults(facts.max_length)
+    if not chunk:
+        for name, given in (
+            ("chunk_tokens", options.chunk_tokens != 0),
+            ("chunk_overlap", options.chunk_overlap is not None),
+            ("chunk_pooling", options.chunk_pooling != "mean"),
+            ("return_chunks", options.return_chunks),
+        ):
+            if given:
+                raise InvalidArgument(
+                    f"={getattr(options, name)} without long_text=chunk; allowed only with "
+                    "long_text=chunk",
+                    (name,),
+                )
+        return LongText(truncate=truncates(options), spans=options.spans, split=bool(options.split))
+    window = options.chunk_tokens or largest
+    if not 0 < window <= largest:
+        raise InvalidArgument(
+            f"={window}: allowed 1..{largest} (0: {largest}, the model's {facts.max_length} "
+            f"positions less its {SPECIAL_TOKENS} special tokens)",
+            ("chunk_tokens",),
+        )
+    overlap = default_overlap(window) if options.chunk_overlap is None else options.chunk_overlap
+    if not 0 <= overlap < window:
+        raise InvalidArgument(
+            f"={overlap}: allowed 0..{window - 1} (less than chunk_tokens={window})",
+            ("chunk_overlap",),
+        )
+    return LongText(
+        chunk=True,
+        window=window,
+        overlap=overlap,
+        pooling=options.chunk_pooling,
+        return_chunks=options.return_chunks,
+        spans=options.spans,
+        split=bool(options.split),
+    )
 
 
 def _int64(values: object, keep: int) -> np.ndarray:

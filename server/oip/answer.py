@@ -36,6 +36,11 @@ def _add_output(
             response.raw_output_contents.append(_pack_bytes(items))
         else:
             tensor.contents.bytes_contents.extend(items)
+    elif datatype == "INT32":
+        if raw:
+            response.raw_output_contents.append(array.astype("<i4").tobytes())
+        else:
+            tensor.contents.int_contents.extend(array.ravel().tolist())
     elif datatype == "INT64":
         if raw:
             response.raw_output_contents.append(array.astype("<i8").tobytes())
@@ -63,8 +68,10 @@ def response(
     top = num_layers
     for asked, name in names.items():
         datatype = parameters.datatype
-        if name == "sentence_embedding":
+        if name in ("sentence_embedding", "chunk_embeddings", "span_embeddings"):
             array = outputs[name]
+        elif name in ("chunk_spans", "span_offsets"):  # int32 whatever the datatype asks
+            array, datatype = outputs[name], "INT32"
         elif name == "token_embeddings" or name.startswith("hidden_states."):
             array = padded(outputs[name], lengths)
         elif name == "hidden_states":

@@ -2,45 +2,49 @@
 needed. A v2 model's inputs and outputs are listed in one place, ``triton.V2Model`` (``MODEL``
 and ``MODEL.features``); request parameters are read in one place, ``read_parameters``.
 
-Inputs: ``TEXT`` (BYTES, [batch] or [batch, 1]) with an optional ``TEXT_PAIR``, or token ids
-``input_ids`` (INT64 [batch, seq]) with optional ``attention_mask`` and ``token_type_ids``;
-trailing positions whose attention mask is 0 are the client's padding and are dropped.
+Inputs (server/oip/inputs.py): ``TEXT`` (BYTES, [batch] or [batch, 1]) with an optional
+``TEXT_PAIR``, or token ids ``input_ids`` (INT64 [batch, seq]) with optional ``attention_mask``
+and ``token_type_ids``; trailing positions whose attention mask is 0 are the client's padding
+and are dropped; ``SPANS`` (INT32 or INT64 [spans, 3]) for late chunking.
 Outputs, computed only when asked for: ``sentence_embedding`` [batch, width],
 ``token_embeddings`` [batch, seq, width] and ``hidden_states.N`` [batch, seq, hidden] (padded
 with zeros after each sequence's ``lengths``), ``hidden_states`` [batch, layer, seq, hidden]
 (the layers of the ``layers`` parameter), ``lengths`` INT64 [batch], and for a classifier
 ``logits``, ``probabilities`` (FP32 [batch, labels]) and ``label`` (BYTES [batch]).
+
+Long documents (bertserve.v1's LongText): parameters ``long_text`` (truncate, error, chunk),
+``chunk_tokens``, ``chunk_overlap``, ``chunk_pooling``, ``split``; outputs
+``chunk_embeddings`` [chunks, width] with ``chunk_spans`` INT32 [chunks, 3] (asking for either
+is bertserve.v1's return_chunks), and ``span_embeddings`` [spans, width] with ``span_offsets``
+INT32 [spans, 3] (late chunking: the SPANS input or ``split``).
 """
 
 from __future__ import annotations
 
-import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from bertserve.inference import grpc_service_pb2 as v2
 from bertserve.server import triton
 from bertserve.server.core.request import (
+    CHUNK_POOLINGS,
     MAX_LAYER_ENTRIES,
     Options,
     Request,
     Texts,
     Tokens,
-    TokenSequence,
 )
 from bertserve.server.errors import Field, InvalidArgument
+from bertserve.server.oip.inputs import SPAN_COLUMNS, SPANS, TEXT_INPUTS, read_inputs, spans, tokens
 
 SERVICE_NAME = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 PLATFORM = triton.PLATFORM
 EXTENSIONS = triton.EXTENSIONS
 
-TEXT_INPUTS = ("TEXT", "TEXT_PAIR")
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-INPUTS = TEXT_INPUTS + TOKEN_INPUTS
 CLASSIFIER_OUTPUTS = ("logits", "probabilities", "label")
 FLOAT_TYPES = {"FP32": "float32", "FP16": "float16", "BF16": "bfloat16"}
+LONG_TEXTS = ("truncate", "error", "chunk")  # absent: as ``truncate`` says
+SPLITS = ("sentences",)
 POOLINGS = ("cls", "pooler", "mean", "max")
 AGGREGATIONS = ("last", "concat_last_4", "sum_last_4", "mean_all")
 # name -> (the InferParameter fields it may use, what it means)
@@ -52,9 +56,33 @@ PARAMETERS = {
     "truncate": (("bool_param",), "true or false"),
     "datatype": (("string_param",), f"one of {list(FLOAT_TYPES)}"),
     "binary_data_output": (("bool_param",), "true (raw_output_contents) or false (contents)"),
+    "long_text": (("string_param",), f"one of {list(LONG_TEXTS)}"),
+    "chunk_tokens": (
+        ("int64_param",),
+        "0 (the largest: ModelConfig's chunk_tokens) or 1 up to that, content tokens per window",
+    ),
+    "chunk_overlap": (
+        ("int64_param",),
+        "0 up to chunk_tokens - 1, tokens consecutive windows share (unset: chunk_tokens / 8)",
+    ),
+    "chunk_pooling": (("string_param",), f"one of {list(CHUNK_POOLINGS)}"),
+    "split": (("string_param",), f"one of {list(SPLITS)}"),
+}
+# the values a string parameter allows
+ALLOWED = {
+    "pooling": POOLINGS,
+    "aggregation": AGGREGATIONS,
+    "datatype": tuple(FLOAT_TYPES),
+    "long_text": LONG_TEXTS,
+    "chunk_pooling": CHUNK_POOLINGS,
+    "split": SPLITS,
 }
 # the core's option names -> v2 parameter names
 PARAMETER_OF = {"aggregate": "aggregation", "dtype": "datatype"}
+# the core's options that v2 asks for with outputs rather than parameters
+OUTPUT_OF = {"return_chunks": "chunk_embeddings", "logits": "logits"}
+CHUNK_OUTPUTS = ("chunk_embeddings", "chunk_spans")
+SPAN_OUTPUTS = ("span_embeddings", "span_offsets")
 
 
 def field_name(field: Field) -> str:
@@ -71,6 +99,11 @@ def field_name(field: Field) -> str:
         return str(head)
     if head in ("model", "variant"):
         return "model_name" if head == "model" else "model_version"
+    if head == "spans":  # ("spans", 3, "end") -> SPANS[3][2]
+        columns = [SPAN_COLUMNS.index(i) if isinstance(i, str) else i for i in rest]
+        return SPANS + "".join(f"[{i}]" for i in columns)
+    if head in OUTPUT_OF:
+        return f"outputs {OUTPUT_OF[str(head)]}"
     return f"parameters[{PARAMETER_OF.get(str(head), head)!r}]"
 
 
@@ -85,6 +118,11 @@ class Parameters:
     truncate: bool = False
     datatype: str = "FP32"
     binary_data_output: bool = True
+    long_text: str = ""
+    chunk_tokens: int = 0
+    chunk_overlap: int | None = None  # None: chunk_tokens / 8
+    chunk_pooling: str = "mean"
+    split: str = ""
 
 
 def _layers(value: str | int) -> tuple[int, ...] | None:
@@ -124,9 +162,10 @@ def read_parameters(parameters: Any) -> Parameters:
                 f"{' or '.join(kinds)}: {meaning}"
             )
         value = getattr(parameter, kind)
-        allowed = {"pooling": POOLINGS, "aggregation": AGGREGATIONS, "datatype": FLOAT_TYPES}
-        if name in allowed and value not in allowed[name]:
+        if name in ALLOWED and value not in ALLOWED[name]:
             raise InvalidArgument(f"parameters[{name!r}]={value[:64]!r}: allowed {meaning}")
+        if name.startswith("chunk_") and kind == "int64_param" and value < 0:
+            raise InvalidArgument(f"parameters[{name!r}]={value}: negative; allowed {meaning}")
         values[name] = _layers(value) if name == "layers" else value
     result = Parameters(**values)
     if not result.binary_data_output and result.datatype != "FP32":
@@ -135,156 +174,6 @@ def read_parameters(parameters: Any) -> Parameters:
             "protocol has no field for 16-bit floats; allowed: binary_data_output=true, or FP32"
         )
     return result
-
-
-# -- tensors in ------------------------------------------------------------------------------
-
-
-def _unpack_bytes(name: str, data: bytes, count: int) -> list[bytes]:
-    """BYTES raw content: each element a 4-byte little-endian length, then its bytes. Walks at
-    most ``count`` elements (the shape's count, already bounded)."""
-    items, offset = [], 0
-    while offset < len(data):
-        if len(items) == count:
-            raise InvalidArgument(
-                f"{name}: raw content holds more than {count} elements, the shape says {count}"
-            )
-        if offset + 4 > len(data):
-            raise InvalidArgument(f"{name}: raw content ends inside an element's 4-byte length")
-        (size,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        if offset + size > len(data):
-            raise InvalidArgument(
-                f"{name}: raw content element {len(items)} claims {size} bytes, only "
-                f"{len(data) - offset} follow"
-            )
-        items.append(data[offset : offset + size])
-        offset += size
-    if len(items) != count:
-        raise InvalidArgument(
-            f"{name}: raw content holds {len(items)} elements, the shape says {count}"
-        )
-    return items
-
-
-def input_size(request: v2.ModelInferRequest) -> int:
-    """Bytes or elements the inputs carry, from lengths alone (to decide where to read them)."""
-    size = sum(map(len, request.raw_input_contents))
-    for tensor in request.inputs:
-        size += len(tensor.contents.bytes_contents) + 8 * len(tensor.contents.int64_contents)
-    return size
-
-
-def read_inputs(
-    request: v2.ModelInferRequest, max_batch: int, model: triton.V2Model | None = None
-) -> dict[str, Any]:
-    """Each input by name: a list of str (TEXT, TEXT_PAIR) or an int64 array [batch, seq].
-    Shapes are checked (in Python ints: no overflow) before any content is walked; names
-    against ``model``'s inputs (every input when None)."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise InvalidArgument(
-            f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs; allowed: "
-            "one per input, in the order of inputs"
-        )
-    found: dict[str, Any] = {}
-    for index, tensor in enumerate(request.inputs):
-        name = tensor.name
-        if model is not None:
-            model.check_input(index, name[:64])
-        elif name not in INPUTS:
-            raise InvalidArgument(
-                f"inputs[{index}].name={name[:64]!r}: not an input; allowed {INPUTS}"
-            )
-        if name in found:
-            raise InvalidArgument(f"inputs[{index}]: {name} given twice; allowed once")
-        datatype = "BYTES" if name in TEXT_INPUTS else "INT64"
-        if tensor.datatype != datatype:
-            raise InvalidArgument(f"{name}: datatype {tensor.datatype[:64]!r}; allowed {datatype}")
-        shape = list(tensor.shape)
-        ok = (
-            (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))
-            if datatype == "BYTES"
-            else len(shape) == 2
-        )
-        if not ok or any(d < 1 for d in shape):
-            allowed = "[batch] or [batch, 1]" if datatype == "BYTES" else "[batch, seq]"
-            raise InvalidArgument(f"{name}: shape {shape}; allowed {allowed}, each at least 1")
-        if shape[0] > max_batch:
-            raise InvalidArgument(
-                f"{name}: shape {shape}: a batch of {shape[0]:,}; allowed 1..{max_batch:,} "
-                "(max_request_sequences): split it over several requests"
-            )
-        count = math.prod(shape)
-        if raw and tensor.HasField("contents"):
-            raise InvalidArgument(
-                f"{name}: both contents and raw_input_contents given; allowed one of them"
-            )
-        if datatype == "BYTES":
-            contents = tensor.contents.bytes_contents
-            if not raw and len(contents) != count:
-                raise InvalidArgument(
-                    f"{name}: {len(contents)} elements in contents.bytes_contents, the shape "
-                    f"{shape} says {count}"
-                )
-            items = _unpack_bytes(name, raw[index], count) if raw else list(contents)
-            texts = []
-            for i, item in enumerate(items):
-                try:
-                    texts.append(item.decode("utf-8"))
-                except UnicodeDecodeError as error:
-                    raise InvalidArgument(
-                        f"not UTF-8 ({error}); allowed: UTF-8 text",
-                        ("texts" if name == "TEXT" else "pairs", i),
-                    ) from None
-            found[name] = texts
-            continue
-        if raw:
-            if len(raw[index]) != count * 8:
-                raise InvalidArgument(
-                    f"{name}: {len(raw[index])} bytes of raw content; shape {shape} of INT64 "
-                    f"needs {count * 8}"
-                )
-            values = np.frombuffer(raw[index], dtype="<i8")
-        else:
-            contents = tensor.contents.int64_contents
-            if len(contents) != count:
-                raise InvalidArgument(
-                    f"{name}: {len(contents)} elements in contents.int64_contents, the shape "
-                    f"{shape} says {count}"
-                )
-            values = np.asarray(contents, dtype=np.int64)
-        found[name] = values.reshape(shape)
-    return found
-
-
-def _tokens(inputs: dict[str, Any]) -> Tokens:
-    """Token inputs as core sequences (views), the client's trailing padding dropped. Ranges
-    are the core's to check."""
-    ids = inputs["input_ids"]
-    for name in TOKEN_INPUTS[1:]:
-        if name in inputs and inputs[name].shape != ids.shape:
-            raise InvalidArgument(
-                f"{name}: shape {list(inputs[name].shape)}; allowed the shape of input_ids "
-                f"{list(ids.shape)}"
-            )
-    mask, types = inputs.get("attention_mask"), inputs.get("token_type_ids")
-    if mask is None:
-        ends = [ids.shape[1]] * ids.shape[0]
-    else:  # the last nonzero of each row (a row of zeros is kept whole: the core refuses it)
-        nonzero = mask != 0
-        last = ids.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
-        ends = np.where(nonzero.any(axis=1), last, ids.shape[1]).tolist()
-    return Tokens(
-        [
-            TokenSequence(
-                ids[row, :end],
-                None if mask is None else mask[row, :end],
-                None if types is None else types[row, :end],
-            )
-            for row, end in enumerate(ends)
-        ]
-    )
 
 
 def requested_outputs(
@@ -314,11 +203,59 @@ def requested_outputs(
         names[asked] = name
     if not names:
         names = {name: name for name in model.default_outputs}
+        if model.features and _late_chunking(request):  # what SPANS or split are for
+            names.update((name, name) for name in SPAN_OUTPUTS)
     if list(names.values()) == ["lengths"]:
         raise InvalidArgument(
             "outputs: only lengths asked for; ask for a feature too (e.g. sentence_embedding)"
         )
     return names
+
+
+def _late_chunking(request: v2.ModelInferRequest) -> bool:
+    """Whether the request sends spans (SPANS, or the split parameter)."""
+    return "split" in request.parameters or any(t.name == SPANS for t in request.inputs)
+
+
+def _long_text(
+    parameters: Parameters, names: list[str], inputs: dict[str, Any], model: Any
+) -> dict[str, Any]:
+    """The long-document options: parameters, SPANS, and the outputs that ask for them."""
+    given = inputs.get(SPANS)
+    late = given is not None or bool(parameters.split)
+    asked = [name for name in names if name in SPAN_OUTPUTS]
+    if late and not asked:
+        where = "SPANS" if given is not None else "parameters['split']"
+        if model is not None and not model.features:
+            raise InvalidArgument(
+                f"{where}: late chunking answers span_embeddings, an output of model "
+                f"{model.other()!r}, not of {model.name!r}; allowed: send the request there"
+            )
+        raise InvalidArgument(
+            f"{where} given, but no span output asked for; allowed: ask for span_embeddings "
+            "(and span_offsets), or send no spans"
+        )
+    chunks = [name for name in names if name in CHUNK_OUTPUTS]
+    if chunks and parameters.long_text != "chunk":
+        raise InvalidArgument(
+            f"outputs: {chunks[0]} asked for without parameters['long_text']='chunk'; allowed "
+            "only with it"
+        )
+    if asked and not late:
+        raise InvalidArgument(
+            f"outputs: {asked[0]} asked for without spans; allowed: send the SPANS input "
+            "(INT32 or INT64 [spans, 3], rows [text, start, end)) or parameters['split']="
+            "'sentences'"
+        )
+    return {
+        "long_text": parameters.long_text,
+        "chunk_tokens": parameters.chunk_tokens,
+        "chunk_overlap": parameters.chunk_overlap,
+        "chunk_pooling": parameters.chunk_pooling,
+        "return_chunks": bool(chunks),
+        "spans": () if given is None else spans(given),
+        "split": parameters.split,
+    }
 
 
 def core_request(
@@ -339,9 +276,12 @@ def core_request(
     layers = list(parameters.layers or ()) if "hidden_states" in names else []
     all_layers = "hidden_states" in names and parameters.layers is None
     layers += [int(name.split(".")[1]) for name in names if "." in name]
+    long_text = _long_text(parameters, names, inputs, model)
+    # chunk_embeddings are pooled as the sentence embedding is
+    pooled = "sentence_embedding" in names or long_text["return_chunks"]
     options = Options(
         token_embeddings="token_embeddings" in names,
-        pooling=(parameters.pooling or "model") if "sentence_embedding" in names else "none",
+        pooling=(parameters.pooling or "model") if pooled else "none",
         layers=tuple(layers),
         all_layers=all_layers,
         aggregate=parameters.aggregation,
@@ -349,6 +289,7 @@ def core_request(
         dtype=FLOAT_TYPES[parameters.datatype],
         truncate=parameters.truncate,
         logits=any(name in CLASSIFIER_OUTPUTS for name in names),
+        **long_text,
     )
     core_inputs: Texts | Tokens
     if "TEXT" in inputs:
@@ -364,7 +305,7 @@ def core_request(
     elif "input_ids" in inputs:
         if "TEXT_PAIR" in inputs:
             raise InvalidArgument("TEXT_PAIR without TEXT; allowed only beside TEXT")
-        core_inputs = _tokens(inputs)
+        core_inputs = tokens(inputs)
     elif model is not None and not model.features:
         raise InvalidArgument(
             f"no TEXT among the inputs {list(inputs)}; model {model.name!r} takes TEXT "

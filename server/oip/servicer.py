@@ -27,7 +27,7 @@ from bertserve.server.core.request import MAX_ID_BYTES, MAX_NAME_BYTES, Result
 from bertserve.server.core.stream import StreamBuffer, run_stream
 from bertserve.server.core.validate import check_identifier
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound, status_of
-from bertserve.server.oip import answer, codec
+from bertserve.server.oip import answer, codec, inputs
 from bertserve.server.oip.codec import field_name
 from bertserve.server.rpc import code_of, record, refuse_if_draining, unary
 from bertserve.server.statistics import STATISTICS
@@ -150,7 +150,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             model,
         )
         reading = time.monotonic_ns()
-        if codec.input_size(request) <= INLINE_INPUT_BYTES:
+        if inputs.input_size(request) <= INLINE_INPUT_BYTES:
             core_request = codec.core_request(*args)
         else:  # walking millions of elements would stall every other caller
             core_request = await asyncio.to_thread(codec.core_request, *args)

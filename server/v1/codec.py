@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from bertserve.server.core.request import (
@@ -46,6 +47,19 @@ DTYPES = {
     pb.DTYPE_BFLOAT16: "bfloat16",
 }
 DTYPE_PB = {"float32": pb.DTYPE_FLOAT32, "float16": pb.DTYPE_FLOAT16, "bfloat16": pb.DTYPE_BFLOAT16}
+LONG_TEXTS = {
+    pb.LONG_TEXT_UNSPECIFIED: "",
+    pb.LONG_TEXT_TRUNCATE: "truncate",
+    pb.LONG_TEXT_ERROR: "error",
+    pb.LONG_TEXT_CHUNK: "chunk",
+}
+CHUNK_POOLINGS = {
+    pb.CHUNK_POOLING_UNSPECIFIED: "mean",
+    pb.CHUNK_POOLING_MEAN: "mean",
+    pb.CHUNK_POOLING_MAX: "max",
+    pb.CHUNK_POOLING_FIRST: "first",
+}
+SPLITS = {pb.SPLIT_NONE: "", pb.SPLIT_SENTENCES: "sentences"}
 FIELDS = {"pairs": "text_pairs"}
 
 
@@ -85,12 +99,20 @@ def options(request: pb.EmbedRequest | pb.ClassifyRequest, classify: bool = Fals
         dtype=_enum(DTYPES, pb.DType, request.dtype, "dtype"),
         truncate=request.truncate,
         logits=classify,
+        **(long_text(request) if isinstance(request, pb.EmbedRequest) else {}),
     )
-    asks = result.token_embeddings or result.layers or result.all_layers or pooling != "none"
+    asks = (
+        result.token_embeddings
+        or result.layers
+        or result.all_layers
+        or pooling != "none"
+        or result.spans
+        or result.split
+    )
     if not (asks or classify):
         raise InvalidArgument(
             "no output asked for: set token_embeddings, a pooling other than POOLING_NONE, "
-            "layers or all_layers"
+            "layers, all_layers, spans or split"
         )
     if classify and result.normalize and pooling == "none":
         raise InvalidArgument(
@@ -98,6 +120,32 @@ def options(request: pb.EmbedRequest | pb.ClassifyRequest, classify: bool = Fals
             ("normalize",),
         )
     return result
+
+
+def long_text(request: pb.EmbedRequest) -> dict[str, Any]:
+    """The long-document options of an EmbedRequest (ranges are the core's to check)."""
+    if not (
+        request.long_text
+        or request.spans
+        or request.split
+        or request.chunk_tokens
+        or request.chunk_pooling
+        or request.return_chunks
+        or request.HasField("chunk_overlap")
+    ):  # the usual request: the defaults, without building them (per-call cost, issue 15)
+        return {}
+    return {
+        "long_text": _enum(LONG_TEXTS, pb.LongText, request.long_text, "long_text"),
+        "chunk_tokens": request.chunk_tokens,
+        "chunk_overlap": request.chunk_overlap if request.HasField("chunk_overlap") else None,
+        "chunk_pooling": _enum(
+            CHUNK_POOLINGS, pb.ChunkPooling, request.chunk_pooling, "chunk_pooling"
+        ),
+        "return_chunks": request.return_chunks,
+        # bounded by the message size: at most ~4 MiB / 6 bytes a span
+        "spans": tuple((s.text, s.start, s.end) for s in request.spans),
+        "split": _enum(SPLITS, pb.Split, request.split, "split"),
+    }
 
 
 def inputs(request: pb.EmbedRequest | pb.ClassifyRequest) -> Texts | Tokens:
@@ -154,9 +202,20 @@ def classify_request(request: pb.ClassifyRequest) -> Request:
 
 
 def tensor(array: np.ndarray, dtype: str) -> pb.Tensor:
-    """A wire tensor of a float32 array in ``dtype``."""
+    """A wire tensor of a float32 array in ``dtype``; an int32 array (chunk_spans,
+    span_offsets) stays DTYPE_INT32 whatever ``dtype`` says."""
+    if array.dtype == np.int32:
+        data = array.astype("<i4", copy=False).tobytes()
+        return pb.Tensor(dtype=pb.DTYPE_INT32, shape=list(array.shape), data=data)
     wire = convert(array, dtype)
     return pb.Tensor(dtype=DTYPE_PB[dtype], shape=list(array.shape), data=wire.tobytes())
+
+
+def wire_itemsize(array: np.ndarray, dtype: str) -> int:
+    """Bytes per value of ``array`` on the wire (see ``tensor``)."""
+    if array.dtype == np.int32:
+        return 4
+    return 4 if dtype == "float32" else 2
 
 
 def timing_pb(timing: Timing) -> pb.Timing:
@@ -189,12 +248,16 @@ def embed_responses(
         timing=timing_pb(result.timing),
     )
     budget = chunk_bytes - head.ByteSize() - 1024
-    itemsize = 4 if dtype == "float32" else 2
     messages: list[pb.EmbedResponse] = [head]
     used = 0
     for name, array in result.outputs.items():
         rows = array.shape[0]
-        row_bytes = max(1, int(np.prod(array.shape[1:])) * itemsize)
+        if not rows:  # e.g. split=sentences on a blank text: no spans, the output still named
+            empty = pb.TensorPiece(name=name, total_rows=0, tensor=tensor(array, dtype))
+            messages[-1].outputs.append(empty)
+            used += 64
+            continue
+        row_bytes = max(1, int(np.prod(array.shape[1:])) * wire_itemsize(array, dtype))
         offset = 0
         while offset < rows:
             room = (budget - used) // row_bytes

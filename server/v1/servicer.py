@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from bertserve.server.core.chunking import chunk_defaults
 from bertserve.server.core.engine import Admit, Engine, answer_limit
 from bertserve.server.core.engine import check_answer_size as check_size
 from bertserve.server.core.request import MAX_ID_BYTES, MAX_NAME_BYTES, Texts
@@ -162,6 +163,10 @@ def model_info_pb(registry: Any, name: str) -> pb.ModelInfo:
     check_identifier(name, "model", MAX_NAME_BYTES)
     model = registry.model(name)
     manifest = model.manifest
+    max_length = int(manifest.get("max_length", 0))
+    # the window the variants use (models.py): max_length, else the position embeddings
+    window = max_length or int(manifest.get("max_position_embeddings") or 512)
+    chunk_tokens, chunk_overlap = chunk_defaults(window)
     variants = [
         pb.VariantInfo(
             name=variant.name,
@@ -179,7 +184,7 @@ def model_info_pb(registry: Any, name: str) -> pb.ModelInfo:
         hidden_size=int(manifest.get("hidden_size", 0)),
         num_heads=int(manifest.get("num_heads", 0)),
         intermediate_size=int(manifest.get("intermediate_size", 0)),
-        max_length=int(manifest.get("max_length", 0)),
+        max_length=max_length,
         vocab_size=int(manifest.get("vocab_size", 0)),
         lowercase=bool(manifest.get("lowercase", False)),
         random_weights=bool(manifest.get("random_weights", False)),
@@ -192,4 +197,6 @@ def model_info_pb(registry: Any, name: str) -> pb.ModelInfo:
         variants=variants,
         labels=list(manifest.get("labels") or []),
         is_default=model.name == registry.default_model,
+        chunk_tokens=chunk_tokens,
+        chunk_overlap=chunk_overlap,
     )

@@ -21,7 +21,7 @@ DOCUMENTED = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-INPUTS = ["TEXT", "TEXT_PAIR", "input_ids", "attention_mask", "token_type_ids", "text", ""]
+INPUTS = ["TEXT", "TEXT_PAIR", "input_ids", "attention_mask", "token_type_ids", "SPANS", "text", ""]
 OUTPUTS = [
     "sentence_embedding",
     "token_embeddings",
@@ -36,10 +36,12 @@ OUTPUTS = [
     "",
 ]
 PARAMETERS = ["pooling", "layers", "aggregation", "normalize", "truncate", "datatype", "x"]
+PARAMETERS += ["long_text", "chunk_tokens", "chunk_overlap", "chunk_pooling", "split"]
 VALUES = st.one_of(
     st.booleans(),
     st.integers(-(2**40), 2**40),
     st.sampled_from(["cls", "mean", "all", "-1,2", "concat_last_4", "FP16", "BF16", "", "zz"]),
+    st.sampled_from(["chunk", "error", "truncate", "max", "first", "sentences"]),
     st.floats(allow_nan=True),
 )
 
@@ -145,6 +147,7 @@ KNOWN = {
     "truncate": {"bool_param": True},
     "datatype": {"string_param": "FP32"},
     "binary_data_output": {"bool_param": True},
+    "long_text": {"string_param": "truncate"},  # not chunk: the fuzz sends ids too
 }
 WRONG = {
     "bool_param": True,

@@ -83,3 +83,113 @@ def test_a_big_answer_is_chunked_with_the_id_in_each_chunk():
     assert all(m.id == "x" * 256 and m.ByteSize() < 256 * 1024 for m in messages)
     rows = sum(piece.tensor.shape[0] for m in messages for piece in m.outputs)
     assert rows == 1000 and list(messages[0].lengths) == [1000]
+
+
+def test_long_text_fields_map_to_options():
+    request = pb.EmbedRequest(
+        texts=["a"],
+        long_text=pb.LONG_TEXT_CHUNK,
+        chunk_tokens=128,
+        chunk_overlap=0,
+        chunk_pooling=pb.CHUNK_POOLING_MAX,
+        return_chunks=True,
+        spans=[pb.Span(text=0, start=0, end=1), pb.Span(text=1, start=2, end=5)],
+        split=pb.SPLIT_SENTENCES,
+    )
+    assert codec.options(request) == Options(
+        long_text="chunk",
+        chunk_tokens=128,
+        chunk_overlap=0,  # set to 0: not the default (unset)
+        chunk_pooling="max",
+        return_chunks=True,
+        spans=((0, 0, 1), (1, 2, 5)),
+        split="sentences",
+    )
+    unset = codec.options(pb.EmbedRequest(long_text=pb.LONG_TEXT_CHUNK))
+    assert (unset.chunk_overlap, unset.chunk_pooling, unset.chunk_tokens) == (None, "mean", 0)
+    for value, name in [
+        (pb.LONG_TEXT_UNSPECIFIED, ""),
+        (pb.LONG_TEXT_TRUNCATE, "truncate"),
+        (pb.LONG_TEXT_ERROR, "error"),
+    ]:
+        assert codec.options(pb.EmbedRequest(long_text=value)).long_text == name
+    for value, name in [(pb.CHUNK_POOLING_MEAN, "mean"), (pb.CHUNK_POOLING_FIRST, "first")]:
+        assert codec.options(pb.EmbedRequest(chunk_pooling=value)).chunk_pooling == name
+
+
+def test_spans_or_split_alone_ask_for_an_output():
+    none = pb.EmbedRequest(pooling=pb.POOLING_NONE)
+    none.spans.add(text=0, start=0, end=1)
+    assert codec.options(none).spans == ((0, 0, 1),)
+    split = pb.EmbedRequest(pooling=pb.POOLING_NONE, split=pb.SPLIT_SENTENCES)
+    assert codec.options(split).split == "sentences"
+
+
+def test_bad_long_text_enums_are_named_in_v1_words():
+    assert refused(codec.options, pb.EmbedRequest(long_text=7)) == (
+        "long_text=7: unknown or not allowed here; allowed ['LONG_TEXT_UNSPECIFIED', "
+        "'LONG_TEXT_TRUNCATE', 'LONG_TEXT_ERROR', 'LONG_TEXT_CHUNK']"
+    )
+    assert refused(codec.options, pb.EmbedRequest(chunk_pooling=9)).startswith(
+        "chunk_pooling=9: unknown or not allowed here; allowed ['CHUNK_POOLING_UNSPECIFIED'"
+    )
+    assert refused(codec.options, pb.EmbedRequest(split=3)) == (
+        "split=3: unknown or not allowed here; allowed ['SPLIT_NONE', 'SPLIT_SENTENCES']"
+    )
+
+
+def test_core_errors_about_long_text_read_as_v1_fields():
+    overlap = InvalidArgument("=600: allowed 0..509 (less than chunk_tokens)", ("chunk_overlap",))
+    assert overlap.render(codec.field_name).startswith("chunk_overlap=600: allowed 0..509")
+    span = InvalidArgument("=99: past the text's end; allowed 3..12", ("spans", 4, "end"))
+    assert span.render(codec.field_name) == "spans[4].end=99: past the text's end; allowed 3..12"
+
+
+def long_result(rows: int) -> Result:
+    spans = np.arange(rows * 3, dtype=np.int32).reshape(rows, 3) + 2**20
+    return Result(
+        {
+            "sentence_embedding": np.full((2, 4), 0.5, np.float32),
+            "chunk_embeddings": np.ones((rows, 4), np.float32),
+            "chunk_spans": spans,
+            "span_embeddings": np.zeros((0, 4), np.float32),
+            "span_offsets": np.zeros((0, 3), np.int32),
+        },
+        [900, 3],
+        [0, 0],
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_int32_outputs_travel_as_int32_whatever_the_dtype(dtype):
+    (message,) = codec.embed_responses("id", "m", "fp32", long_result(3), dtype)
+    pieces = {piece.name: piece for piece in message.outputs}
+    spans = pieces["chunk_spans"].tensor
+    assert spans.dtype == pb.DTYPE_INT32 and list(spans.shape) == [3, 3]
+    decoded = np.frombuffer(spans.data, "<i4").reshape(3, 3)
+    np.testing.assert_array_equal(decoded, long_result(3).outputs["chunk_spans"])
+    assert pieces["chunk_embeddings"].tensor.dtype == codec.DTYPE_PB[dtype]
+    width = 4 if dtype == "float32" else 2
+    assert len(pieces["chunk_embeddings"].tensor.data) == 3 * 4 * width
+    # no spans (split on a blank text): the outputs are still there, with no rows
+    empty = pieces["span_offsets"]
+    assert (empty.total_rows, list(empty.tensor.shape)) == (0, [0, 3])
+    assert empty.tensor.dtype == pb.DTYPE_INT32
+
+
+def test_a_big_long_text_answer_is_chunked_int32_rows_included():
+    result = long_result(20_000)
+    messages = codec.embed_responses("id", "m", "fp32", result, "float16", 64 * 1024)
+    assert len(messages) > 4 and all(m.ByteSize() < 64 * 1024 for m in messages)
+    rows: dict[str, list[np.ndarray]] = {}
+    for message in messages:
+        for piece in message.outputs:
+            dtype = "<i4" if piece.tensor.dtype == pb.DTYPE_INT32 else "<u2"
+            shape = list(piece.tensor.shape)
+            rows.setdefault(piece.name, []).append(
+                np.frombuffer(piece.tensor.data, dtype).reshape(shape)
+            )
+            assert piece.total_rows == result.outputs[piece.name].shape[0]
+    spans = np.concatenate(rows["chunk_spans"])
+    np.testing.assert_array_equal(spans, result.outputs["chunk_spans"])
+    assert np.concatenate(rows["chunk_embeddings"]).shape == (20_000, 4)

@@ -184,3 +184,32 @@ def test_the_index_lists_both_names_of_every_variant_and_the_refused():
         ("minilm", "fp32"),
         ("minilm.features", "fp32"),
     }
+
+
+def test_features_declare_the_long_text_tensors_and_config_the_window():
+    full = triton.resolve(MODELS, "minilm.features")
+    spans = full.inputs["SPANS"]
+    assert (spans.datatype, spans.shape, spans.optional) == ("INT64", (-1, 3), True)
+    shown = {name: (t.datatype, t.shape) for name, t in full.outputs.items()}
+    for name, declared in {
+        "chunk_embeddings": ("FP32", (-1, 384)),
+        "chunk_spans": ("INT32", (-1, 3)),
+        "span_embeddings": ("FP32", (-1, 384)),
+        "span_offsets": ("INT32", (-1, 3)),
+    }.items():
+        assert shown[name] == declared
+    typical = triton.resolve(MODELS, "minilm")
+    assert "SPANS" not in typical.inputs and "chunk_embeddings" not in typical.outputs
+    metadata = triton.metadata(full, ["fp32"])
+    listed = {t.name: (t.datatype, list(t.shape)) for t in [*metadata.inputs, *metadata.outputs]}
+    assert listed["SPANS"] == ("INT64", [-1, 3]) and listed["span_offsets"] == ("INT32", [-1, 3])
+    settings = BatchSettings(max_batch_size=24, max_queue_delay_ms=3.5, max_batch_tokens=4096)
+    config = triton.model_config(full, "fp32", settings, ServerConfig(repo=Path("/nowhere")))
+    inputs = {i.name: (i.data_type, list(i.dims), i.optional) for i in config.input}
+    assert inputs["SPANS"] == (mc.TYPE_INT64, [3], True)
+    outputs = {o.name: (o.data_type, list(o.dims)) for o in config.output}
+    assert outputs["chunk_spans"] == (mc.TYPE_INT32, [3])
+    assert outputs["chunk_embeddings"] == (mc.TYPE_FP32, [384])
+    # max_length 512: windows of 510 content tokens, overlapping by 510 // 8
+    assert config.parameters["chunk_tokens"].string_value == "510"
+    assert config.parameters["chunk_overlap"].string_value == "63"
