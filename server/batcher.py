@@ -5,12 +5,13 @@ batches chosen by what they cost, and runs them with a given function on worker 
   bigger batch buys little and padding is pure loss; on a GPU each run has a large fixed cost,
   so bigger batches pay. A :class:`CostModel` (fixed cost per batch + cost per padded token,
   growing with length for attention; measured by the server at warm-up) prices a batch, and
-  :func:`plan_batches` cuts the length-sorted window of waiting sequences into the batches
-  that cost least in total: a small dynamic programme.
+  ``plan_batches`` cuts the length-sorted window of waiting sequences into the batches
+  that cost least in total: a small dynamic programme (server/plan.py).
 - **Fair.** Waiting requests are served round-robin: the request that has waited longest since
   it was last served anchors the next batch (its shortest waiting sequence is in it), and each
   request puts at most its share of the window into a batch. A small request waits about one
-  batch behind a big one, never the big one's whole run; nobody starves.
+  batch behind a big one, never the big one's whole run; nobody starves (the waiting line and
+  its windows: server/batch_queue.py; this module dispatches batches and resolves callers).
 - **Bounded.** The queue holds at most ``max_queue_requests`` requests,
   ``max_queue_sequences`` sequences and ``max_queue_tokens`` tokens; beyond, RESOURCE_EXHAUSTED.
   Forming a batch looks only at a window of ``length_window`` sequences: a request's sequences
@@ -38,9 +39,9 @@ import numpy as np
 from bertserve.server.batch_queue import Entry, Waiting, WaitQueue
 from bertserve.server.config import BatchSettings
 from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
-from bertserve.server.plan import CostModel, plan_batches
+from bertserve.server.plan import CostModel
 
-__all__ = ["BatchObserver", "BatchedResult", "Batcher", "CostModel", "plan_batches"]
+__all__ = ["BatchObserver", "BatchedResult", "Batcher", "CostModel"]
 
 log = logging.getLogger(__name__)
 
