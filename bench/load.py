@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -205,7 +206,13 @@ def started_server(repo: Path, extra: list[str]) -> Iterator[str]:
             while True:
                 if process.poll() is not None:
                     log.seek(0)
-                    raise RuntimeError(f"the server exited:\n{log.read()[-4000:]}")
+                    output = log.read()
+                    missing = re.search(r"needs the module '([\w.]+)'.*", output)
+                    if missing:  # said without a traceback, with the pip command that fixes it
+                        raise ModuleNotFoundError(
+                            f"the server it starts {missing[0]}", name=missing[1]
+                        )
+                    raise RuntimeError(f"the server exited:\n{output[-4000:]}")
                 if port_file.is_file() and port_file.read_text().strip():
                     target = f"127.0.0.1:{port_file.read_text().strip()}"
                     try:

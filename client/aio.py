@@ -42,7 +42,7 @@ class AsyncClient(ClientBase):
         await self.close()
 
     async def _run(self, plan: Plan[T]) -> T:
-        run = PlanRun(plan)
+        run = PlanRun(plan, self._connection)
         while (step := run.next()) is not None:
             try:
                 run.reply = await step.start(self)
@@ -87,8 +87,11 @@ class AsyncClient(ClientBase):
                 yield source.request(batch, index)
                 index += 1
 
-        async for item in self._stream(requests(), window, source.num_layers, errors):
-            yield item
+        try:
+            async for item in self._stream(requests(), window, source.num_layers, errors):
+                yield item
+        except BertserveError as exc:
+            raise exc.advise(self._connection) from None
 
     async def _stream(
         self,

@@ -22,6 +22,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import resume
+from .long_text import DEFAULTS as LONG_DEFAULTS
 from .request import EmbedOptions
 from .resume import BulkError
 
@@ -317,8 +318,11 @@ def _job_options(options: dict[str, Any]) -> dict[str, Any]:
     """What the options compute, so that the same job spelled otherwise (the CLI's explicit
     defaults, or an ``EmbedOptions``) resumes too."""
     words = {k: v for k, v in options.items() if k not in ("options", "model", "variant")}
-    value = EmbedOptions.of(options.get("options"), words)  # type: ignore[arg-type]
-    return {**asdict(value), "model": options.get("model"), "variant": options.get("variant")}
+    value = asdict(EmbedOptions.of(options.get("options"), words))  # type: ignore[arg-type]
+    for name, default in LONG_DEFAULTS.items():  # named when set: older jobs still resume
+        if value[name] == default:
+            del value[name]
+    return {**value, "model": options.get("model"), "variant": options.get("variant")}
 
 
 def _check_same_model(answered_by: dict[str, Any], result: Any, partial: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from bertserve.v1.bertserve_pb2_grpc import BertServiceStub
 
 from . import health as health_codec
 from .bulk import RowsInOrder, sorted_batches
-from .channel import TLS, auth_metadata, default_target, open_channel
+from .channel import TLS, Connection, auth_metadata, default_target, open_channel
 from .errors import ANSWER_TOO_LARGE, BertserveError
 from .request import (
     EmbedOptions,
@@ -88,8 +88,9 @@ class PlanRun(Generic[T]):
     """Steps a plan: ``next()`` gives the step to run (None once done: see ``result``); what
     the step answered goes in ``reply``; a failure goes to ``fail``."""
 
-    def __init__(self, plan: Plan[T]) -> None:
+    def __init__(self, plan: Plan[T], connection: Connection | None = None) -> None:
         self._plan = plan
+        self._connection = connection
         self.reply: Any = None
         self.error: BertserveError | None = None
         self.result: T
@@ -103,6 +104,10 @@ class PlanRun(Generic[T]):
         except StopIteration as stop:
             self.result = stop.value
             return None
+        except BertserveError as error:  # the plan gave up: say what fixes it, if known
+            if self._connection is not None:
+                error.advise(self._connection)
+            raise
         self.reply = self.error = None
         return step
 
@@ -181,6 +186,7 @@ class ClientBase:
         self._methods = {name: getattr(self._stub, name) for name in UNARY_METHODS}
         self._methods[HEALTH] = self._channel.unary_unary(health_codec.HEALTH_CHECK)
         self._metadata = auth_metadata(token)
+        self._connection = Connection.of(self.target, tls, token, timeout)
         self._infos: dict[str, ModelInfo] = {}
         self._ids = itertools.count()
 
@@ -272,6 +278,9 @@ class ClientBase:
         **words: Any,
     ) -> Plan[StreamSource]:
         options = EmbedOptions.of(options, words)  # type: ignore[arg-type]
+        if options.spans:
+            # a span names a text of one call; a stream's batches are many calls
+            raise ValueError("spans go with embed (one call); streams may use split='sentences'")
         model = model or self.model
         info = (yield from self._cached_info(model)) if options.needs_info else None
         return StreamSource(options, info, model, variant or self.variant)

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,21 @@ def open_channel(
     if creds is None:
         return api.insecure_channel(resolved, opts)
     return api.secure_channel(resolved, creds, opts)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How a client reaches its server, as its error messages describe it: the target as
+    given, whether it speaks TLS and sends a bearer token, its timeout per call (seconds)."""
+
+    target: str
+    tls: bool = False
+    token: bool = False
+    timeout: float | None = None
+
+    @classmethod
+    def of(cls, target: str, tls: TLS, token: str | None, timeout: float | None) -> Connection:
+        return cls(target, tls is not None and tls is not False, bool(token), timeout)
 
 
 def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:

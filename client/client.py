@@ -68,7 +68,7 @@ class Client(ClientBase):
         self.close()
 
     def _run(self, plan: Plan[T]) -> T:
-        run = PlanRun(plan)
+        run = PlanRun(plan, self._connection)
         while (step := run.next()) is not None:
             try:
                 run.reply = step.start(self)
@@ -125,15 +125,16 @@ class Client(ClientBase):
         """
         source = self._run(self._stream_source(**call))
         requests = (source.request(batch, index) for index, batch in enumerate(batches))
-        return iter(
-            SyncEmbedStream(
-                self._open_stream,
-                requests,
-                window=window,
-                num_layers=source.num_layers,
-                errors=errors,
-            )
+        stream = SyncEmbedStream(
+            self._open_stream, requests, window=window, num_layers=source.num_layers, errors=errors
         )
+        return self._advised(iter(stream))
+
+    def _advised(self, items: Iterator[StreamItem]) -> Iterator[StreamItem]:
+        try:
+            yield from items
+        except BertserveError as exc:
+            raise exc.advise(self._connection) from None
 
     def embed_many(
         self,

@@ -1,8 +1,16 @@
-"""One exception for every failure the client reports, keeping the gRPC status code."""
+"""One exception for every failure the client reports, keeping the gRPC status code; a
+connection, TLS, token or deadline failure also says what to check and which argument fixes
+it (``advice``), in the Python client's words (``PYTHON``) or the CLI's (``CLI``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import grpc
+
+if TYPE_CHECKING:
+    from .channel import Connection
 
 
 class BertserveError(Exception):
@@ -22,8 +30,28 @@ class BertserveError(Exception):
         self.details = details
         self.request_id = request_id
         self.reason = reason
-        where = f" (request {request_id!r})" if request_id else ""
-        super().__init__(f"{code.name}: {details}{where}")
+        # set by advise(): what went wrong in the client's terms ("" if nothing is known)
+        self.problem = ""
+        self.advice = ""
+        self.connection: Connection | None = None
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f" (request {self.request_id!r})" if self.request_id else ""
+        if self.advice:
+            return f"{self.code.name}: {self.advice} (details: {self.details}){where}"
+        return f"{self.code.name}: {self.details}{where}"
+
+    def advise(self, connection: Connection) -> BertserveError:
+        """Add what to check and which argument fixes it, when the failure is one of the
+        connection's (no server, TLS, token, deadline); returns self. ``details`` stays the
+        server's or gRPC's own message."""
+        if self.connection is None:
+            self.connection = connection
+            self.problem = diagnose(self.code, self.details, self.reason, connection)
+            self.advice = advice(self.problem, connection, PYTHON)
+            self.args = (self._message(),)
+        return self
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> BertserveError:
@@ -72,3 +100,102 @@ def status_code(value: int) -> grpc.StatusCode:
         if code.value[0] == value:
             return code
     return grpc.StatusCode.UNKNOWN
+
+
+# -- what a connection failure means, and what fixes it --------------------------------------
+
+
+@dataclass(frozen=True)
+class Words:
+    """How one kind of caller names what fixes a failure: Python arguments or CLI flags."""
+
+    target: str
+    tls: str
+    no_tls: str
+    client_cert: str
+    token: str
+    timeout: str
+    # the CLI's calls all use its --timeout; a Python call may pass its own
+    names_timeout: bool = False
+
+
+PYTHON = Words(
+    target="target='HOST:PORT' (or set $BERTSERVE_TARGET)",
+    tls="tls='CA.pem' (the CA that signed the server's certificate; tls=True: the system's roots)",
+    no_tls="leave tls unset (plaintext)",
+    client_cert="pass tls=grpc.ssl_channel_credentials(root_certificates=..., private_key=..., "
+    "certificate_chain=...) with the client's key and certificate",
+    token="token='...'",
+    timeout="a longer timeout= (seconds)",
+)
+CLI = Words(
+    target="--target HOST:PORT (or set $BERTSERVE_TARGET)",
+    tls="--tls CA.pem (the CA that signed the server's certificate; --tls system: the system's "
+    "roots)",
+    no_tls="drop --tls",
+    client_cert="the CLI sends no client certificate: use the Python client with "
+    "tls=grpc.ssl_channel_credentials(root_certificates=..., private_key=..., "
+    "certificate_chain=...)",
+    token="--token TOKEN (or set $BERTSERVE_TOKEN)",
+    timeout="a longer --timeout SECONDS",
+    names_timeout=True,
+)
+
+# gRPC's own words for each failure (its messages as of grpcio 1.6x-1.8x; BoringSSL's names)
+_REFUSED = ("Connection refused", "Failed to connect to remote host", "No route to host")
+
+
+def diagnose(code: grpc.StatusCode, details: str, reason: str, connection: Connection) -> str:
+    """The problem a failure shows, as a key of ``advice``; "" when it is none of the
+    connection's (the server's own errors say what was wrong themselves)."""
+    text = details or ""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if "WRONG_VERSION_NUMBER" in text and connection.tls:
+            return "not_tls"
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return "untrusted"
+        if "Hostname Verification" in text or "Peer name" in text:
+            return "wrong_name"
+        if "handshake" in text.lower():
+            return "tls_failed"
+        if "Socket closed" in text and "last error" in text:  # closed before any answer
+            return "client_cert" if connection.tls else "wants_tls"
+        if "resolving" in text or "DNS resolution failed" in text:
+            return "unresolved"
+        if any(words in text for words in _REFUSED):
+            return "no_server"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return "token_refused" if connection.token else "token_missing"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and reason != "IDLE":
+        return "deadline"
+    return ""
+
+
+def advice(problem: str, connection: Connection, words: Words) -> str:
+    """What to check and which argument (``words``) fixes ``problem``; "" for none."""
+    at = connection.target
+    if problem == "deadline":
+        within = "the timeout"
+        if words.names_timeout and connection.timeout:
+            within = f"{connection.timeout:g} s"
+        return f"no answer from {at} within {within}: pass {words.timeout}, or send less per call"
+    texts = {
+        "no_server": f"no bertserve server answered at {at}: is one running? start one with "
+        f"`bertserve serve --repo models` (or `./dev serve`), or pass {words.target}",
+        "unresolved": f"cannot resolve the host name of {at}: check it, or pass {words.target}",
+        "wants_tls": f"the server at {at} closed the connection before answering: it probably "
+        f"serves TLS (started with --tls-cert); pass {words.tls}",
+        "not_tls": f"the server at {at} speaks plaintext, not TLS: {words.no_tls}",
+        "untrusted": f"the TLS certificate of the server at {at} is not signed by a CA this "
+        f"client trusts: pass {words.tls}",
+        "wrong_name": f"the TLS certificate of the server at {at} does not name that host: "
+        "connect by a host name or address its certificate lists",
+        "tls_failed": f"the TLS handshake with {at} failed: check {words.tls}",
+        "client_cert": f"the server at {at} closed the TLS connection before answering: it "
+        "probably requires a client certificate (mutual TLS, --tls-client-ca); "
+        + words.client_cert,
+        "token_missing": f"the server at {at} requires a bearer token: pass {words.token}",
+        "token_refused": f"the server at {at} refused this bearer token: check {words.token} "
+        "against the server's --auth-token-file",
+    }
+    return texts.get(problem, "")

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypedDict
 
 from bertserve.v1 import bertserve_pb2 as pb
 
+from . import long_text as long
+from .inputs import Inputs, fill_inputs
 from .results import ModelInfo
 from .tensors import DTYPE_NAMES
-
-# A batch: texts, or token sequences (lists of ids, {"input_ids": ...} mappings or TokenSequence).
-Inputs = str | Sequence[str] | Sequence[Sequence[int]] | Sequence[Mapping[str, Any]]
 
 POOLINGS = {
     "none": pb.POOLING_NONE,
@@ -40,6 +40,14 @@ OPTIONS_DOC = """
         ``dtype``: "float32", "float16" or "bfloat16" on the wire (bfloat16 is returned
         as float32, exactly). ``truncate``: cut sequences over the model's limit
         (``result.truncated`` tells how many tokens were dropped) instead of failing.
+        ``long_text``: a text over the model's window is "truncate"d, an "error", or
+        "chunk"ed into windows of ``chunk_tokens`` (default: the largest, ``info().
+        chunk_tokens``) sharing ``chunk_overlap`` tokens, its vector pooled across them by
+        ``chunk_pooling`` ("mean" weighted by tokens, "max", "first"); ``return_chunks``:
+        also each window's vector and characters (``result.chunk_embeddings``,
+        ``result.chunk_spans``). Late chunking: ``spans`` [(start, end), ...] of the text
+        (or (text, start, end)), or ``split="sentences"``, give one vector per span pooled
+        from the whole document's tokens (``result.span_embeddings``, ``span_offsets``).
         ``options``: an ``EmbedOptions`` instead of the keywords above.
 """
 
@@ -54,6 +62,13 @@ class EmbedKwargs(TypedDict, total=False):
     normalize: bool
     dtype: str
     truncate: bool
+    long_text: str | None
+    chunk_tokens: int | None
+    chunk_overlap: int | None
+    chunk_pooling: str | None
+    return_chunks: bool
+    spans: Iterable[long.SpanLike] | None
+    split: str | None
 
 
 # The keywords that ask a classify call for embedding outputs beside its labels.
@@ -115,6 +130,14 @@ class EmbedOptions:
     normalize: bool = False
     dtype: int = pb.DTYPE_FLOAT32
     truncate: bool = False
+    # long documents (see ``long_text``): LongText, ChunkPooling and Split values
+    long_text: int = pb.LONG_TEXT_UNSPECIFIED
+    chunk_tokens: int = 0
+    chunk_overlap: int | None = None
+    chunk_pooling: int = pb.CHUNK_POOLING_UNSPECIFIED
+    return_chunks: bool = False
+    spans: tuple[tuple[int, int, int], ...] = ()
+    split: int = pb.SPLIT_NONE
 
     @classmethod
     def parse(
@@ -127,8 +150,12 @@ class EmbedOptions:
         normalize: bool = False,
         dtype: str = "float32",
         truncate: bool = False,
+        **long_words: Any,
     ) -> EmbedOptions:
-        """The options of the client's keywords (their meaning: ``Client.embed``)."""
+        """The options of the client's keywords (their meaning: ``Client.embed``;
+        ``long_words``: the long-text keywords of ``EmbedKwargs``)."""
+        longs = long.parse(**long_words)
+        per_span = bool(longs["spans"]) or longs["split"] != pb.SPLIT_NONE
         if output is None:
             # Asking only for layers means "no sentence vector" unless pooling says otherwise.
             wanted = {"sentence"} if layers is None or pooling is not None else set()
@@ -146,8 +173,10 @@ class EmbedOptions:
         elif pooling is not None:
             wanted.add("sentence")
         all_layers, layer_list = _layers(layers)
-        if not wanted and not all_layers and not layer_list:
-            raise ValueError("nothing to compute: ask for a sentence vector, tokens or layers")
+        if not wanted and not all_layers and not layer_list and not per_span:
+            raise ValueError(
+                "nothing to compute: ask for a sentence vector, tokens, layers or spans"
+            )
         if dtype not in DTYPE_NAMES:
             raise ValueError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPE_NAMES)}")
         return cls(
@@ -162,6 +191,7 @@ class EmbedOptions:
             normalize=normalize,
             dtype=DTYPE_NAMES[dtype],
             truncate=truncate,
+            **longs,
         )
 
     @classmethod
@@ -177,6 +207,16 @@ class EmbedOptions:
     def token_level(self) -> bool:
         """Whether the answer grows with the number of tokens (may need EmbedStream)."""
         return self.tokens or self.all_layers or bool(self.layers)
+
+    @property
+    def long_fields(self) -> dict[str, Any]:
+        """The long-document options (``long_text.DEFAULTS``' names) as set."""
+        return {name: getattr(self, name) for name in long.DEFAULTS}
+
+    @cached_property
+    def asks_long_text(self) -> bool:
+        """Whether any long-document option differs from its default (Embed only)."""
+        return self.long_fields != long.DEFAULTS
 
     @property
     def needs_info(self) -> bool:
@@ -197,6 +237,10 @@ class EmbedOptions:
         request.normalize = self.normalize
         request.dtype = self.dtype
         request.truncate = self.truncate
+        if self.asks_long_text:  # at their defaults they set nothing: no cost per call
+            if not isinstance(request, pb.EmbedRequest):
+                raise ValueError("long_text, chunking and spans are options of embed, not classify")
+            long.fill(request, self.long_fields)
         pooling = self.pooling
         if not self.sentence:
             pooling = pb.POOLING_NONE
@@ -245,6 +289,9 @@ def classify_features(
     and whether it truncates."""
     if options is not None:
         return EmbedOptions.of(options, words), options.truncate
+    asked = [name for name in long.DEFAULTS if words.get(name) not in (None, False)]
+    if asked:
+        raise ValueError(f"{', '.join(asked)}: options of embed, not classify")
     if all(words.get(word) is None for word in FEATURE_WORDS):
         if words.get("normalize"):
             raise ValueError("normalize=True needs a sentence vector: set pooling or output")
@@ -267,6 +314,12 @@ def embed_request(
     request = pb.EmbedRequest(id=request_id, model=model, variant=variant)
     fill_inputs(request, inputs, pairs)
     options.fill(request, info)
+    for span in options.spans:
+        if span[0] >= len(request.texts):
+            raise ValueError(
+                f"span {span} names text {span[0]} of a call with {len(request.texts)} texts"
+                + ("" if request.texts else " (spans go with texts, not token sequences)")
+            )
     return request
 
 
@@ -315,56 +368,3 @@ def tokenize_request(
 
 def _texts(texts: str | Sequence[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else list(texts)
-
-
-def fill_inputs(
-    request: pb.EmbedRequest | pb.ClassifyRequest,
-    inputs: Inputs,
-    pairs: str | Sequence[str] | None = None,
-) -> None:
-    """Put texts (with optional pairs) or token sequences into ``request``."""
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if isinstance(pairs, str):
-        pairs = [pairs]
-    items = list(inputs)
-    if not items:
-        raise ValueError("give at least one text or token sequence")
-    if all(isinstance(item, str) for item in items):
-        request.texts.extend(items)
-        if pairs is not None:
-            pairs = list(pairs)
-            if len(pairs) != len(items):
-                raise ValueError(f"got {len(pairs)} pairs for {len(items)} texts: one per text")
-            request.text_pairs.extend(pairs)
-        return
-    if pairs is not None:
-        raise ValueError("pairs go with texts; token sequences carry token_type_ids instead")
-    for item in items:
-        request.sequences.append(token_sequence(item))
-
-
-def token_sequence(item: Any) -> pb.TokenSequence:
-    """One TokenSequence from a list of ids, a mapping with input_ids (and masks) or a message."""
-    if isinstance(item, pb.TokenSequence):
-        return item
-    if isinstance(item, str):
-        raise ValueError("a batch holds either texts or token sequences, not both")
-    if isinstance(item, Mapping) or hasattr(item, "input_ids"):
-        get = item.get if isinstance(item, Mapping) else lambda k: getattr(item, k, None)
-        ids = get("input_ids")
-        if ids is None:
-            raise ValueError("a token sequence mapping needs 'input_ids'")
-        mask, types = get("attention_mask"), get("token_type_ids")
-        return pb.TokenSequence(
-            input_ids=[int(i) for i in ids],
-            attention_mask=[int(m) for m in mask] if mask is not None else [],
-            token_type_ids=[int(t) for t in types] if types is not None else [],
-        )
-    try:
-        return pb.TokenSequence(input_ids=[int(i) for i in item])
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"cannot read {type(item).__name__} as a token sequence: use a list of ids "
-            "or a mapping with input_ids"
-        ) from None

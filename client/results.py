@@ -9,6 +9,17 @@ from bertserve.v1 import bertserve_pb2 as pb
 
 from .tensors import tensor_to_numpy
 
+# Outputs kept as they come: one row per text, window or span (not split by lengths).
+PER_ROW_OUTPUTS = (
+    "sentence_embedding",
+    "chunk_embeddings",
+    "chunk_spans",
+    "span_embeddings",
+    "span_offsets",
+)
+# Rows [text, start, end) whose text index counts from the answering piece's first text.
+TEXT_INDEXED_OUTPUTS = ("chunk_spans", "span_offsets")
+
 POOLING_NAMES = {
     pb.POOLING_UNSPECIFIED: "",
     pb.POOLING_NONE: "none",
@@ -54,7 +65,13 @@ class EmbedResult:
       only, ``[CLS]`` first), or None.
     - ``hidden_states``: ``{layer: [ (length_i, hidden) per sequence ]}`` keyed by the
       absolute layer index (0 = embedding output, ``num_layers`` = last layer).
-    - ``lengths``/``truncated``: ``(batch,)`` int arrays of real and dropped tokens.
+    - ``lengths``/``truncated``: ``(batch,)`` int arrays of real and dropped tokens
+      (``long_text="chunk"``: a long text's tokens, all of them, and 0).
+    - ``chunk_embeddings``/``chunk_spans``: with ``return_chunks``, each window's vector
+      ``(chunks, hidden)`` and ``(chunks, 3)`` int32 rows ``[text, start, end)`` of the
+      characters it covers, text 0's windows first; else None.
+    - ``span_embeddings``/``span_offsets``: late chunking (``spans``/``split``), one vector
+      per span ``(spans, hidden)`` and its ``(spans, 3)`` int32 ``[text, start, end)``.
     - ``outputs``: every output as the server sent it, packed: ``{name: array}``.
 
     Arrays are float32 (also for ``dtype="bfloat16"``, decoded exactly) or float16
@@ -71,6 +88,10 @@ class EmbedResult:
     sentence_embedding: np.ndarray | None = None
     token_embeddings: list[np.ndarray] | None = None
     hidden_states: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    chunk_embeddings: np.ndarray | None = None
+    chunk_spans: np.ndarray | None = None
+    span_embeddings: np.ndarray | None = None
+    span_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -103,8 +124,8 @@ class EmbedResult:
             id=first.id,
         )
         for name, array in outputs.items():
-            if name == "sentence_embedding":
-                result.sentence_embedding = array
+            if name in PER_ROW_OUTPUTS:
+                setattr(result, name, array)
             elif name == "token_embeddings":
                 result.token_embeddings = split_rows(array, lengths)
             elif name.startswith("hidden_states."):
@@ -134,7 +155,19 @@ def join_results(parts: list[EmbedResult], num_layers: int | None = None) -> Emb
         timing=timing,
         id=parts[0].id.rsplit("/", 1)[0],
     )
-    outputs = {name: np.concatenate([p.outputs[name] for p in parts]) for name in parts[0].outputs}
+    firsts = np.cumsum([0] + [len(p.lengths) for p in parts[:-1]])
+    outputs = {}
+    for name in dict.fromkeys(name for p in parts for name in p.outputs):
+        arrays = []
+        for first_text, part in zip(firsts, parts, strict=True):
+            if name not in part.outputs:  # e.g. a piece whose texts have no spans
+                continue
+            array = part.outputs[name]
+            if name in TEXT_INDEXED_OUTPUTS and first_text:
+                array = array.copy()
+                array[:, 0] += first_text
+            arrays.append(array)
+        outputs[name] = np.concatenate(arrays)
     return EmbedResult.from_outputs(first, outputs, num_layers)
 
 
@@ -193,6 +226,9 @@ class ModelInfo:
     labels: list[str]
     is_default: bool
     default_variant_reason: str = ""  # configured, or the device's default
+    # long_text="chunk": the largest (and default) window in content tokens, its overlap
+    chunk_tokens: int = 0
+    chunk_overlap: int = 0
 
     @classmethod
     def from_pb(cls, info: pb.ModelInfo) -> ModelInfo:
@@ -217,6 +253,8 @@ class ModelInfo:
             ],
             labels=list(info.labels),
             is_default=info.is_default,
+            chunk_tokens=info.chunk_tokens,
+            chunk_overlap=info.chunk_overlap,
         )
 
 

@@ -7,6 +7,7 @@ import math
 
 from bertserve.v1 import bertserve_pb2 as pb
 
+from .long_text import rebase_spans
 from .results import ModelInfo
 
 # An Embed answer must fit in 4 MB; above this estimate the client asks over EmbedStream.
@@ -20,9 +21,11 @@ def estimated_answer_bytes(request: pb.EmbedRequest, info: ModelInfo) -> int:
     else:
         pairs = list(request.text_pairs) or [""] * len(request.texts)
         # A WordPiece token covers about 3 characters or more of English text;
-        # an answer that still exceeds 4 MB falls back to EmbedStream.
+        # an answer that still exceeds 4 MB falls back to EmbedStream. A chunked text keeps
+        # every token (stitched from its windows).
+        limit = math.inf if request.long_text == pb.LONG_TEXT_CHUNK else info.max_length
         tokens = sum(
-            min(info.max_length, math.ceil((len(t) + len(p)) / 3) + 3)
+            min(limit, math.ceil((len(t) + len(p)) / 3) + 3)
             for t, p in zip(request.texts, pairs, strict=True)
         )
     width = info.hidden_size * (4 if request.aggregate == pb.AGGREGATION_CONCAT_LAST_4 else 1)
@@ -30,7 +33,10 @@ def estimated_answer_bytes(request: pb.EmbedRequest, info: ModelInfo) -> int:
         (info.num_layers + 1) if request.all_layers else len(request.layers)
     )
     itemsize = 4 if request.dtype in (pb.DTYPE_FLOAT32, pb.DTYPE_UNSPECIFIED) else 2
-    return tokens * rows_per_token * itemsize
+    # a window's vector per max_length tokens (at most), a span's per span given
+    rows = (tokens // max(1, info.max_length // 2) + 1) if request.return_chunks else 0
+    rows += len(request.spans)
+    return int(tokens * rows_per_token * itemsize + rows * (width * itemsize + 12))
 
 
 # More inputs than this in one embed call go over EmbedStream as several requests, so no
@@ -58,6 +64,7 @@ def split_request(request: pb.EmbedRequest, info: ModelInfo | None) -> list[pb.E
             field = getattr(piece, name)
             del field[:]
             field.extend(values[start : start + size])
+        rebase_spans(request, piece, start, size)
         pieces.append(piece)
     return pieces
 

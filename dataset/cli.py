@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 from bertserve.client.cli import HelpFormatter
+from bertserve.client.cli_common import add_feature_options, long_text_words
 
 EXAMPLES = """\
 examples:
   bertserve embed-dataset texts.txt vectors --repo models --model minilm
   bertserve embed-dataset corpus/ vectors --repo models --model minilm --variant int8 --normalize
   bertserve embed-dataset corpus/ vectors --model minilm --target 127.0.0.1:50051
+  bertserve embed-dataset docs.jsonl vectors --repo models --model minilm --long-text chunk
 """
 
 
@@ -33,27 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("input", type=Path, metavar="INPUT", help="a file or a directory")
     parser.add_argument("output", type=Path, metavar="OUTPUT", help="a directory (created)")
-    parser._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*$")  # --layers -1,-2
     parser.add_argument("--repo", type=Path, help="the model repository (<model>/<variant>/)")
     parser.add_argument("--model", required=True, help="model name in the repository")
     parser.add_argument("--variant", default=None, help="fp32, fp32-opt (default), int8, fp16")
-    parser.add_argument(
-        "--pooling",
-        choices=("cls", "pooler", "mean", "max", "none"),
-        help="how tokens become the vector (default: the model's)",
-    )
-    parser.add_argument("--layers", default=None, help="hidden states per token: all, or -1,-2")
-    parser.add_argument(
-        "--aggregate",
-        choices=("last", "concat_last_4", "sum_last_4", "mean_all"),
-        default=None,
-        help="hidden states combined into the token vectors (default: last)",
-    )
-    parser.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
-    parser.add_argument(
-        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="of vectors"
-    )
-    parser.add_argument("--truncate", action="store_true", help="cut texts over the model's limit")
+    add_feature_options(parser, per_call=False)
     parser.add_argument("--text-column", default="text", help="the text column/field")
     parser.add_argument(
         "--id-column", default=None, help="the id column/field (default: <file>:<row> ids)"
@@ -106,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 normalize=args.normalize,
                 dtype=args.dtype,
                 truncate=args.truncate,
+                **long_text_words(args),
             ),
             text_column=args.text_column,
             id_column=args.id_column,

@@ -60,6 +60,10 @@ class Embedder:
         normalize: bool = False,
         dtype: str = "float32",
         truncate: bool = False,
+        long_text: str | None = None,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int | None = None,
+        chunk_pooling: str | None = None,
     ) -> None:
         from .engine import ClientEngine, InProcessEngine
 
@@ -72,6 +76,10 @@ class Embedder:
             normalize=normalize,
             dtype=dtype,
             truncate=truncate,
+            long_text=long_text,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            chunk_pooling=chunk_pooling,
         )
         self.text_column = text_column
         self.output_column = output_column

@@ -211,6 +211,10 @@ def _core_options(options: FeatureOptions) -> Any:
         normalize=options.normalize,
         dtype=options.dtype,
         truncate=options.truncate,
+        long_text=options.long_text or "",
+        chunk_tokens=options.chunk_tokens,
+        chunk_overlap=options.chunk_overlap,
+        chunk_pooling=options.chunk_pooling or "mean",
     )
 
 

@@ -225,6 +225,7 @@ async def run(config: ServerConfig) -> None:
             "target": f"{config.host}:{server.port}",
             "metrics": f"{config.metrics_host}:{metrics_port}" if http else None,
             "models": {f"{m}": v for m, v in server.registry.default_variants.items()},
+            "default_model": server.registry.default_model,  # None: requests must name one
             "device": config.device,
         },
     )

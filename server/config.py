@@ -123,8 +123,9 @@ class ServerConfig:
     # loopback unless told otherwise: the metrics tell request rates and model names
     metrics_host: str = setting("127.0.0.1", "address the /metrics endpoint listens on")
     device: str = setting("cpu", "execution device", choices=DEVICES)
+    # Never "the first by name": adding a model must not change who answers (server/defaults.py).
     default_model: str | None = setting(
-        None, "model answered when a request names none", kind=str, shown="the first by name"
+        None, "model for requests naming none", kind=str, shown="the only model; else refused"
     )
     # Variant per model name; models not listed get fp32-opt (else fp32) on CPU, fp16 on CUDA.
     variants: Mapping[str, str] = setting(

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from bertserve.server.batcher import Batcher, CostModel
 from bertserve.server.config import ServerConfig
+from bertserve.server.defaults import choose_default, classify_model, no_default
 from bertserve.server.errors import FailedPrecondition, InvalidArgument, ModelNotFound
 from bertserve.server.features import FeatureSpec, pack, sequence_features
 from bertserve.server.metrics import ModelMetrics
@@ -198,18 +199,19 @@ class ModelRegistry:
                 f"model repository {config.repo} holds no model (<model>/<variant>/manifest.json)"
                 + "".join(f"; {why}" for why in self.failed.values())
             )
-        if config.default_model and config.default_model not in self.models:
-            raise ValueError(
-                f"default model {config.default_model!r} is not in {config.repo}; "
-                f"it holds {sorted(self.models)}"
-            )
         unknown = sorted(set(config.variants) - set(self.models))
         if unknown:
             raise ValueError(
                 f"variants: model {unknown[0]!r} is not in {config.repo}; "
                 f"it holds {sorted(self.models)}"
             )
-        self.default_model = config.default_model or next(iter(self.models))
+        # None: several models and none marked, so a request must name one
+        self.default_model: str | None = choose_default(
+            self.models,
+            config.default_model,
+            refused=(model for model, _ in self.failed),
+            where=str(config.repo),
+        )
         self.default_variants: dict[str, str] = {}
         allowed = config.allowed_variants
         self.default_reasons: dict[str, str] = {}
@@ -296,14 +298,18 @@ class ModelRegistry:
                 self.default_reasons[name] = self._refuse(name, variant, error)
         if not self.loaded:
             raise ValueError("no model could be loaded: " + "; ".join(self.failed.values()))
-        default = (self.default_model, self.default_variants[self.default_model])
-        if not self.config.default_model and default not in self.loaded:
-            # the first model by name failed: answer unnamed requests with one that loaded
-            self.default_model = next(iter(self.loaded))[0]
 
     def model(self, name: str) -> ModelPackage:
-        """The package of model ``name`` ("" = the default); NOT_FOUND if unknown."""
-        name = name or self.default_model
+        """The package of model ``name`` ("" = the default); NOT_FOUND if unknown,
+        FAILED_PRECONDITION for "" on a server without a default model."""
+        if not name:
+            if self.default_model is None:
+                # the ones that can answer: a model refused at load is no help to the caller
+                working = [
+                    m for m in self.models if (m, self.default_variants[m]) not in self.failed
+                ]
+                raise no_default(working or self.models)
+            name = self.default_model
         refused = [why for (model, _), why in self.failed.items() if model == name]
         if name not in self.models and refused:
             raise FailedPrecondition(refused[0])
@@ -370,3 +376,10 @@ class ModelRegistry:
 
     def labels(self, model: str) -> Any:
         return self.models[model].manifest.get("labels")
+
+    def classifier(self, name: str) -> ModelPackage:
+        """The model Classify uses: ``name``, or for "" the default-model rule's classifier."""
+        if not name:
+            labelled = {m: bool(self.labels(m)) for m in self.models}
+            name = classify_model(self.default_model, labelled)
+        return self.model(name)

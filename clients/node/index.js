@@ -107,6 +107,79 @@ function splitRows(output, lengths) {
 
 const POOLINGS = { none: 'POOLING_NONE', cls: 'POOLING_CLS', pooler: 'POOLING_POOLER', mean: 'POOLING_MEAN', max: 'POOLING_MAX' };
 const DTYPES = { float32: 'DTYPE_FLOAT32', float16: 'DTYPE_FLOAT16', bfloat16: 'DTYPE_BFLOAT16' };
+const LONG_TEXTS = { truncate: 'LONG_TEXT_TRUNCATE', error: 'LONG_TEXT_ERROR', chunk: 'LONG_TEXT_CHUNK' };
+const CHUNK_POOLINGS = { mean: 'CHUNK_POOLING_MEAN', max: 'CHUNK_POOLING_MAX', first: 'CHUNK_POOLING_FIRST' };
+const SPLITS = { sentences: 'SPLIT_SENTENCES' };
+
+function choice(kind, value, table) {
+  if (value === undefined || value === null) return undefined;
+  const found = table[value];
+  if (!found) throw new Error(`unknown ${kind} ${value}; use one of: ${Object.keys(table).join(', ')}`);
+  return found;
+}
+
+function count(name, value, least) {
+  if (value === undefined || value === null) return undefined;
+  if (!Number.isInteger(value) || value < least) throw new Error(`${name}=${value}: use a whole number of tokens, ${least} or more`);
+  return value;
+}
+
+// A span as { text, start, end }: [start, end] (of text 0), [text, start, end] or { text, start, end }.
+function toSpan(span) {
+  const row = Array.isArray(span) ? (span.length === 2 ? [0, ...span] : span) : [span.text || 0, span.start, span.end];
+  if (row.length !== 3 || !row.every((x) => Number.isInteger(x) && x >= 0)) {
+    throw new Error(`span ${JSON.stringify(span)}: use [start, end] or [text, start, end], character offsets >= 0`);
+  }
+  if (row[1] >= row[2]) throw new Error(`span ${JSON.stringify(span)}: start must be before end`);
+  return { text: row[0], start: row[1], end: row[2] };
+}
+
+// The EmbedRequest of texts and options (see BertClient.embed), checked before it is sent.
+function embedRequest(texts, options = {}) {
+  const request = {
+    texts,
+    model: options.model || '',
+    variant: options.variant || '',
+    token_embeddings: Boolean(options.tokens),
+    pooling: options.pooling ? POOLINGS[options.pooling] : 'POOLING_UNSPECIFIED',
+    layers: options.layers || [],
+    normalize: Boolean(options.normalize),
+    dtype: DTYPES[options.dtype || 'float32'],
+    truncate: Boolean(options.truncate),
+  };
+  if (options.pooling && !request.pooling) throw new Error(`unknown pooling ${options.pooling}`);
+  if (!request.dtype) throw new Error(`unknown dtype ${options.dtype}; use float32, float16 or bfloat16`);
+  // Long documents: bertserve.v1's LongText.
+  request.long_text = choice('longText', options.longText, LONG_TEXTS) || 'LONG_TEXT_UNSPECIFIED';
+  request.chunk_tokens = count('chunkTokens', options.chunkTokens, 0) || 0;
+  const overlap = count('chunkOverlap', options.chunkOverlap, 0);
+  if (overlap !== undefined) {
+    if (request.chunk_tokens && overlap >= request.chunk_tokens) {
+      throw new Error(`chunkOverlap=${overlap} with chunkTokens=${request.chunk_tokens}: use 0..${request.chunk_tokens - 1}`);
+    }
+    request.chunk_overlap = overlap; // proto3 optional: sent (even 0) only when given
+  }
+  request.chunk_pooling = choice('chunkPooling', options.chunkPooling, CHUNK_POOLINGS) || 'CHUNK_POOLING_UNSPECIFIED';
+  request.return_chunks = Boolean(options.returnChunks);
+  const shaping = ['chunkTokens', 'chunkOverlap', 'chunkPooling', 'returnChunks'].filter((k) => options[k] !== undefined && options[k] !== false);
+  if (shaping.length && request.long_text !== 'LONG_TEXT_CHUNK') {
+    throw new Error(`${shaping.join(', ')} shape the windows of longText: 'chunk': set it too`);
+  }
+  request.spans = (options.spans || []).map(toSpan);
+  for (const span of request.spans) {
+    if (span.text >= texts.length) throw new Error(`span ${JSON.stringify(span)} names text ${span.text} of a call with ${texts.length} texts`);
+  }
+  request.split = choice('split', options.split, SPLITS) || 'SPLIT_NONE';
+  if (request.spans.length && options.split) throw new Error('give spans or split, not both (split makes the spans)');
+  return request;
+}
+
+// Rows of an (n, 3) int32 output as [text, start, end] arrays.
+function rowsOf3(output) {
+  const rows = [];
+  for (let i = 0; i < output.shape[0]; i++) rows.push(Array.from(output.data.subarray(3 * i, 3 * i + 3)));
+  return rows;
+}
 
 class BertClient {
   // target: 'host:port'; options.token: a bearer token; options.credentials: grpc credentials (TLS).
@@ -134,23 +207,15 @@ class BertClient {
     });
   }
 
-  // texts: string[]; options: { pooling, tokens, layers: number[], normalize, dtype, model, variant, truncate }.
+  // texts: string[]; options: { pooling, tokens, layers: number[], normalize, dtype, model, variant, truncate,
+  //   longText: 'truncate' | 'error' | 'chunk', chunkTokens, chunkOverlap, chunkPooling: 'mean' | 'max' | 'first',
+  //   returnChunks, spans: ([start, end] | [text, start, end])[], split: 'sentences' }.
   // Resolves to { model, variant, lengths, truncated, outputs, sentenceEmbedding: Float32Array[] (one per text),
-  // tokenEmbeddings: Float32Array[] (length_i * hidden each) | undefined, hidden: number }.
+  // tokenEmbeddings: Float32Array[] (length_i * hidden each) | undefined, hidden: number,
+  // chunkEmbeddings / spanEmbeddings: Float32Array[] (one per window / span) | undefined,
+  // chunkSpans / spanOffsets: [text, start, end][] (characters, code points) | undefined }.
   async embed(texts, options = {}) {
-    const request = {
-      texts,
-      model: options.model || '',
-      variant: options.variant || '',
-      token_embeddings: Boolean(options.tokens),
-      pooling: options.pooling ? POOLINGS[options.pooling] : 'POOLING_UNSPECIFIED',
-      layers: options.layers || [],
-      normalize: Boolean(options.normalize),
-      dtype: DTYPES[options.dtype || 'float32'],
-      truncate: Boolean(options.truncate),
-    };
-    if (options.pooling && !request.pooling) throw new Error(`unknown pooling ${options.pooling}`);
-    if (!request.dtype) throw new Error(`unknown dtype ${options.dtype}; use float32, float16 or bfloat16`);
+    const request = embedRequest(texts, options);
     const response = await this._unary('Embed', request);
     const outputs = assembleOutputs(response.outputs);
     const lengths = response.lengths.map(Number);
@@ -161,6 +226,11 @@ class BertClient {
       result.sentenceEmbedding = splitRows(sentence, lengths.map(() => 1));
     }
     if (outputs.token_embeddings) result.tokenEmbeddings = splitRows(outputs.token_embeddings, lengths);
+    for (const [name, key] of [['chunk_embeddings', 'chunkEmbeddings'], ['span_embeddings', 'spanEmbeddings']]) {
+      if (outputs[name]) result[key] = splitRows(outputs[name], Array(outputs[name].shape[0]).fill(1));
+    }
+    if (outputs.chunk_spans) result.chunkSpans = rowsOf3(outputs.chunk_spans);
+    if (outputs.span_offsets) result.spanOffsets = rowsOf3(outputs.span_offsets);
     return result;
   }
 
@@ -180,4 +250,4 @@ class BertClient {
   }
 }
 
-module.exports = { BertClient, decodeTensor, halfToFloat, assembleOutputs, splitRows, loadBertService };
+module.exports = { BertClient, decodeTensor, halfToFloat, assembleOutputs, splitRows, loadBertService, embedRequest };

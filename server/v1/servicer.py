@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -121,7 +122,7 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
         check_identifier(request.model, "model", MAX_NAME_BYTES)
-        model = self.registry.model(request.model)
+        model = self.registry.classifier(request.model)
         labels = self.registry.labels(model.name)
         if not labels:
             raise FailedPrecondition(
@@ -135,7 +136,8 @@ class BertServicer(bertserve_pb2_grpc.BertServiceServicer):
             "ask for fewer embedding outputs or sequences, or take token-level features from "
             "EmbedStream",
         )
-        core_request = codec.classify_request(request)
+        # the model the rule chose, when the request names none
+        core_request = dataclasses.replace(codec.classify_request(request), model=model.name)
         result, spec, variant = await self.engine.embed(
             core_request, context.time_remaining(), admit
         )

@@ -276,8 +276,11 @@ def test_the_typical_model_has_only_the_typical_inputs_and_outputs(stub):
         "input_ids",
         "attention_mask",
         "token_type_ids",
+        "SPANS",
     ]
-    assert {"token_embeddings", "hidden_states.6", "lengths"} <= {t.name for t in full.outputs}
+    assert {"token_embeddings", "hidden_states.6", "lengths", "span_embeddings"} <= {
+        t.name for t in full.outputs
+    }
     assert full.versions == metadata.versions
     # the same texts give the same vector through either name
     plain = stub.ModelInfer(text_request("I love Paris", model="minilm", outputs=()), timeout=60)

@@ -245,7 +245,12 @@ def test_damaged_packages_are_refused_while_the_others_serve(model_repo, tmp_pat
         request = pb.EmbedRequest(texts=["I love Paris"])
         good = pb.EmbedRequest(model="good", texts=["I love Paris"])
         assert stub.Embed(good, timeout=60).lengths == [5]
-        assert stub.Embed(request, timeout=60).model == "good"  # the default moved to it
+        # several models and no default_model: a request naming none is refused, never sent
+        # to whichever loaded first (issue 18)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Embed(request, timeout=60)
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "name one of 'good'" in error.value.details(), error.value.details()
         messages = {}
         for name, expected in (
             ("truncated", "truncated or half-written"),

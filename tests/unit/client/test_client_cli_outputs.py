@@ -3,11 +3,11 @@
 
 import pytest
 from bertserve.client.cli import build_parser
-from bertserve.client.commands import _embed_options
+from bertserve.client.embed_command import embed_options
 
 
 def outputs(*flags: str) -> list[str] | None:
-    return _embed_options(build_parser().parse_args(["embed", "I love Paris", *flags]))["output"]
+    return embed_options(build_parser().parse_args(["embed", "I love Paris", *flags]))["output"]
 
 
 @pytest.mark.parametrize(
