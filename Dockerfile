@@ -38,14 +38,8 @@ ENV PYTHONUNBUFFERED=1 \
     BERTSERVE_METRICS_PORT=9090 \
     BERTSERVE_METRICS_HOST=0.0.0.0
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY proto ./proto
-COPY export ./export
-COPY server ./server
-COPY client ./client
-COPY train ./train
-COPY bench ./bench
-COPY dataset ./dataset
+# the sources as the export stage copied them: the list of folders is written once
+COPY --from=export /src ./
 RUN pip install --no-cache-dir ".[${EXTRA}]" && rm -rf /src
 COPY --from=export /models /models
 RUN useradd --system --uid 10001 bertserve

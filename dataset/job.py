@@ -16,7 +16,7 @@ from .engine import ClientEngine, Engine, InProcessEngine, TextError, package_in
 from .inputs import Block, InputError
 from .options import FeatureOptions
 
-RAY_HINT = "--engine ray needs Ray Data: pip install 'bertserve[ray]'"
+RAY_HINT = "--engine ray needs Ray Data: in the bertserve checkout run: pip install -e '.[ray]'"
 BLOCK_ROWS = 4096
 
 

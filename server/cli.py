@@ -77,7 +77,7 @@ def flag_values(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config and serve until SIGTERM; returns the exit status."""
-    from bertserve.server.config import load_config
+    from bertserve.server.config_load import load_config
     from bertserve.server.errors import DeviceError
 
     try:

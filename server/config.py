@@ -4,13 +4,13 @@
 Each setting is declared once, as a dataclass field made by :func:`setting`: its YAML key is the
 field's name (``batch.<name>`` and ``models.<model>.<name>`` for the batcher's), and the same
 declaration yields its environment variable, its flag (see server/cli.py) and its row of the
-README's table (``python -m bertserve.server.config --markdown``).
+README's table (``python -m bertserve.server.config --markdown``). Reading them from their
+sources: server/config_load.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bertserve.server.settings import (
-    Setting,
+    at_least,
     comma_names,
     env_name,
     flag_name,
@@ -33,8 +33,6 @@ __all__ = [  # the declaration helpers too: server/cli.py reads the flags from h
     "ServerConfig",
     "env_name",
     "flag_name",
-    "load_config",
-    "markdown_table",
     "parse_variants",
     "settings",
     "shown_default",
@@ -42,6 +40,35 @@ __all__ = [  # the declaration helpers too: server/cli.py reads the flags from h
 
 DEFAULT_PORT = 50051
 DEVICES = ("cpu", "cuda")
+
+
+# Settings that count something (at least 1) or are seconds (at least 0); None: not set.
+_BATCH_COUNTS = (
+    "max_batch_tokens",
+    "max_batch_size",
+    "max_queue_requests",
+    "max_queue_sequences",
+    "max_queue_tokens",
+    "length_window",
+)
+_SERVER_COUNTS = (
+    "max_concurrent_rpcs",
+    "max_rpcs_per_peer",
+    "max_request_bytes",
+    "max_request_sequences",
+    "max_answer_bytes",
+    "stream_buffer_bytes",
+    "max_loaded_variants",
+)
+_SERVER_SECONDS = (
+    "grace_period_s",
+    "keepalive_min_ping_interval_s",
+    "keepalive_time_s",
+    "keepalive_timeout_s",
+    "max_connection_age_s",
+    "max_connection_age_grace_s",
+    "stream_idle_timeout_s",
+)
 
 
 @dataclass(frozen=True)
@@ -76,20 +103,8 @@ class BatchSettings:
     length_window: int = setting(256, "waiting sequences weighed for the next batch", group="batch")
 
     def validate(self, where: str) -> None:
-        for name in (
-            "max_batch_tokens",
-            "max_batch_size",
-            "max_queue_requests",
-            "max_queue_sequences",
-            "max_queue_tokens",
-            "length_window",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{where}.{name}={getattr(self, name)!r}: must be at least 1")
-        if self.max_queue_delay_ms < 0:
-            raise ValueError(
-                f"{where}.max_queue_delay_ms={self.max_queue_delay_ms!r}: must be >= 0"
-            )
+        at_least(self, 1, _BATCH_COUNTS, f"{where}.")
+        at_least(self, 0, ("max_queue_delay_ms",), f"{where}.")
 
 
 @dataclass(frozen=True)
@@ -265,20 +280,7 @@ class ServerConfig:
             raise ValueError(f"metrics_port={self.metrics_port!r}: allowed 0..65535")
         if self.intra_op_threads < 0 or self.instances < 1:
             raise ValueError("intra_op_threads must be >= 0 and instances >= 1")
-        if self.grace_period_s < 0:
-            raise ValueError(f"grace_period_s={self.grace_period_s!r}: must be >= 0")
-        for name in (
-            "max_concurrent_rpcs",
-            "max_request_bytes",
-            "max_request_sequences",
-            "max_answer_bytes",
-            "stream_buffer_bytes",
-            "max_loaded_variants",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be at least 1")
-        if self.max_rpcs_per_peer is not None and self.max_rpcs_per_peer < 1:
-            raise ValueError(f"max_rpcs_per_peer={self.max_rpcs_per_peer!r}: must be at least 1")
+        at_least(self, 1, _SERVER_COUNTS)
         if self.unary_reserved_rpcs is not None and not (
             0 <= self.unary_reserved_rpcs < self.max_concurrent_rpcs
         ):
@@ -291,16 +293,7 @@ class ServerConfig:
                 f"max_answer_bytes={self.max_answer_bytes}: over stream_buffer_bytes="
                 f"{self.stream_buffer_bytes}; one answer must fit in a stream's buffer"
             )
-        for name in (
-            "keepalive_min_ping_interval_s",
-            "keepalive_time_s",
-            "keepalive_timeout_s",
-            "max_connection_age_s",
-            "max_connection_age_grace_s",
-            "stream_idle_timeout_s",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)!r}: must be >= 0")
+        at_least(self, 0, _SERVER_SECONDS)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key: give both (TLS) or neither (plaintext)")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -321,110 +314,22 @@ def settings() -> Iterator[dataclasses.Field]:
         yield from (f for f in dataclasses.fields(cls) if "setting" in f.metadata)
 
 
-_BATCH = {f.name for f in dataclasses.fields(BatchSettings)}
+BATCH_KEYS = frozenset(f.name for f in dataclasses.fields(BatchSettings))
 
 
-def _convert(field_: dataclasses.Field, value: Any, where: str) -> Any:
-    try:
-        return field_.metadata["setting"].convert(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{where}={value!r}: not a valid {field_.name} ({error})") from None
+def __getattr__(name: str) -> Any:
+    """``load_config`` and ``markdown_table`` live in server/config_load.py (they read the
+    declarations above); importing them from here still works."""
+    if name in ("load_config", "markdown_table"):
+        from bertserve.server import config_load
 
-
-def _from_yaml(data: Mapping[str, Any], allowed: dict[str, dataclasses.Field], where: str) -> dict:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping of settings, got {data!r}")
-    unknown = set(data) - set(allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
-    prefix = f"{where}." if where != "top level" else ""
-    return {k: _convert(allowed[k], v, f"{prefix}{k}") for k, v in data.items()}
-
-
-def load_config(
-    flags: Mapping[str, Any] | None = None,
-    config_file: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> ServerConfig:
-    """Merge defaults < YAML file < ``BERTSERVE_*`` environment < flags (None: not given).
-
-    ``flags`` is keyed by setting name (ServerConfig's and BatchSettings'). The YAML file holds
-    ServerConfig's settings; ``batch`` and ``models.<name>`` hold BatchSettings'. Flags and
-    environment set the global ``batch`` only: a model's own ``models:`` keys stay its own,
-    and its other keys follow the global ones.
-    """
-    server_fields = {f.name: f for f in settings() if f.name not in _BATCH}
-    batch_fields = {f.name: f for f in settings() if f.name in _BATCH}
-    every = {**server_fields, **batch_fields}
-    values: dict[str, Any] = {}
-    batch: dict[str, Any] = {}
-    model_keys: dict[str, dict[str, Any]] = {}
-    if config_file:
-        import yaml
-
-        data = yaml.safe_load(Path(config_file).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{config_file}: expected a mapping at the top level")
-        batch.update(_from_yaml(data.pop("batch", None) or {}, batch_fields, "batch"))
-        models = data.pop("models", None) or {}
-        if not isinstance(models, Mapping):
-            raise ValueError(f"{config_file}: models: expected a mapping of model names")
-        for name, keys in models.items():
-            model_keys[str(name)] = _from_yaml(keys or {}, batch_fields, f"models.{name}")
-        try:
-            values.update(_from_yaml(data, server_fields, "top level"))
-        except ValueError as error:
-            known = sorted(server_fields) + ["batch", "models"]
-            if "unknown keys" in str(error):
-                unknown = sorted(set(data) - set(server_fields))
-                raise ValueError(
-                    f"{config_file}: unknown keys {unknown}; allowed {sorted(known)}"
-                ) from None
-            raise
-    environ = os.environ if environ is None else environ
-    for name, field_ in every.items():
-        variable = env_name(field_)
-        raw = environ.get(variable) if variable else None
-        if raw:
-            (batch if name in _BATCH else values)[name] = _convert(field_, raw, variable)
-    for name, value in (flags or {}).items():
-        if name not in every:
-            raise ValueError(f"unknown setting {name!r}; allowed {sorted(every)}")
-        if value is not None:
-            where = flag_name(every[name]) or name
-            (batch if name in _BATCH else values)[name] = _convert(every[name], value, where)
-    if values.get("repo") is None:
-        raise ValueError("no model repository: pass --repo DIR or set BERTSERVE_REPO")
-    base = BatchSettings(**batch)
-    models = {name: dataclasses.replace(base, **keys) for name, keys in model_keys.items()}
-    return ServerConfig(batch=base, models=models, **values).validate()
-
-
-def markdown_table() -> str:
-    """The README's table of settings: YAML key, flag, environment variable, default, meaning."""
-    lines = [
-        "| YAML key | `serve` flag | environment | default | what it sets |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for field_ in settings():
-        meta: Setting = field_.metadata["setting"]
-        key = f"batch.{field_.name}" if field_.name in _BATCH else field_.name
-        flag = flag_name(field_)
-        if flag and isinstance(field_.default, bool):
-            flag = f"--[no-]{flag[2:]}"
-        variable = env_name(field_)
-        lines.append(
-            f"| `{key}` | {f'`{flag}`' if flag else '—'} | {f'`{variable}`' if variable else '—'} "
-            f"| {shown_default(field_)} | {meta.help} |"
-        )
-    lines.append(
-        "| `models.<name>.<batch key>` | — | — | the `batch` value | one model's own batcher "
-        "settings; global flags and variables never override them |"
-    )
-    return "\n".join(lines) + "\n"
+        return getattr(config_load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
+    from bertserve.server.config_load import markdown_table
+
     if sys.argv[1:] != ["--markdown"]:
         sys.exit("usage: python -m bertserve.server.config --markdown")
     sys.stdout.write(markdown_table())

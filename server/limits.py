@@ -25,6 +25,7 @@ import grpc
 import grpc.aio
 from bertserve.server import metrics
 from bertserve.server.errors import REASON_KEY, BertServeError, InvalidArgument, status_of
+from bertserve.server.malformed import MalformedRequest, protocol_of, tolerant
 
 SERVICE_PREFIX = "/bertserve.v1.BertService/"
 # the calls that do work, counted against max_concurrent_rpcs
@@ -33,29 +34,6 @@ COUNTED = (
     "/inference.GRPCInferenceService/ModelInfer",
     "/inference.GRPCInferenceService/ModelStreamInfer",
 )
-
-
-class MalformedRequest:
-    """Stands in for a request whose bytes did not decode, so the handler can answer
-    INVALID_ARGUMENT (a deserializer that raises makes gRPC answer UNKNOWN)."""
-
-    def __init__(self, method: str, size: int, error: BaseException) -> None:
-        self.message = (
-            f"the {size} bytes sent to {method} do not decode as its request message "
-            f"({error}); send that message type serialized with protobuf (see the service's .proto)"
-        )
-
-
-def _tolerant(method: str, deserializer: Callable[[bytes], Any] | None) -> Callable:
-    def deserialize(data: bytes) -> Any:
-        if deserializer is None:
-            return data
-        try:
-            return deserializer(data)
-        except Exception as error:  # DecodeError, UnicodeDecodeError, ...
-            return MalformedRequest(method, len(data), error)
-
-    return deserialize
 
 
 def _method_handler(
@@ -262,7 +240,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         counted = method.startswith(COUNTED)
         streaming = bool(handler.request_streaming)
         inner = _inner(handler)
-        deserializer = _tolerant(method, handler.request_deserializer)
+        deserializer = tolerant(method, handler.request_deserializer)
         slots = self.slots
 
         async def admit(context: grpc.aio.ServicerContext) -> str:
@@ -293,6 +271,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             return request
 
+        item = protocol_of(method)[0]
+
         async def checked_stream(
             requests: AsyncIterator[Any], watch: IdleWatch | None
         ) -> AsyncIterator[Any]:
@@ -304,7 +284,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                     # raised, not aborted here: this runs in the servicer's reading task, and
                     # sending a status while the handler sends a message fails in gRPC's core
                     # (the caller then waited for its deadline); `streaming` aborts instead
-                    raise InvalidArgument(f"message {index} of the stream: {request.message}")
+                    raise InvalidArgument(f"{item.format(index=index)}: {request.message}")
                 yield request
                 index += 1
 

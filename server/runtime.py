@@ -34,7 +34,8 @@ def check_device(device: str) -> None:
         raise DeviceError(
             "--device cuda needs onnxruntime-gpu and a CUDA GPU, but onnxruntime "
             f"{ort.__version__} offers only {ort.get_available_providers()}; install it with "
-            "pip install 'bertserve[gpu]' (in place of onnxruntime) on a machine with a GPU, "
+            "pip install -e '.[gpu]' in the bertserve checkout (in place of onnxruntime) on "
+            "a machine with a GPU, "
             "or use --device cpu"
         )
 

@@ -5,7 +5,7 @@ environment variable, its ``serve`` flag, how strings and YAML values convert, a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,3 +155,52 @@ def shown_default(field_: dataclasses.Field) -> str:
     if isinstance(field_.default, bool):
         return str(field_.default).lower()
     return "none" if field_.default is None else str(field_.default)
+
+
+def convert_value(field_: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` (a string or a YAML value) as the setting's type; ValueError naming ``where``."""
+    try:
+        return field_.metadata["setting"].convert(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}={value!r}: not a valid {field_.name} ({error})") from None
+
+
+def from_mapping(
+    data: Mapping[str, Any], allowed: dict[str, dataclasses.Field], where: str
+) -> dict[str, Any]:
+    """A YAML mapping's settings converted; unknown keys refused, listing the allowed ones."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping of settings, got {data!r}")
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+    prefix = f"{where}." if where != "top level" else ""
+    return {k: convert_value(allowed[k], v, f"{prefix}{k}") for k, v in data.items()}
+
+
+def at_least(settings: object, minimum: int, names: Iterable[str], where: str = "") -> None:
+    """Raise ValueError naming the first of ``names`` set below ``minimum`` (None: not set)."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < minimum:
+            rule = "must be at least 1" if minimum == 1 else f"must be >= {minimum}"
+            raise ValueError(f"{where}{name}={value!r}: {rule}")
+
+
+def markdown_table(rows: Iterable[tuple[str, dataclasses.Field]], last: str = "") -> str:
+    """A table of settings, one (YAML key, field) a row: key, flag, variable, default, help;
+    ``last``: a final row as written."""
+    lines = [
+        "| YAML key | `serve` flag | environment | default | what it sets |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, field_ in rows:
+        flag = flag_name(field_)
+        if flag and isinstance(field_.default, bool):
+            flag = f"--[no-]{flag[2:]}"
+        variable = env_name(field_)
+        lines.append(
+            f"| `{key}` | {f'`{flag}`' if flag else '—'} | {f'`{variable}`' if variable else '—'} "
+            f"| {shown_default(field_)} | {field_.metadata['setting'].help} |"
+        )
+    return "\n".join([*lines, last] if last else lines) + "\n"

@@ -15,6 +15,18 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# What pip and apt say when no package index or mirror can be reached: the tests that install a
+# tool (tritonclient, perf_analyzer) then skip, saying so.
+OFFLINE = (
+    "Could not find a version that satisfies",
+    "No matching distribution found",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Failed to fetch",
+    "Network is unreachable",
+    "no Debian mirror",
+)
+
 STARTUP_TIMEOUT_S = 300
 
 

@@ -8,57 +8,41 @@ Everything is deterministic under ``seed``: the data order of epoch e comes from
 the head's initialisation and dropout from torch's generator, whose state is checkpointed.
 
 The work folder holds a checkpoint after each epoch (``epoch-N/``, a Hugging Face model folder)
-and ``state.pt`` (weights, optimizer, schedule, random state, history). Ctrl-C or SIGTERM stops
-after the current step and saves the state; running the same command again resumes there.
+and ``state.pt`` (train/checkpoint.py). Ctrl-C or SIGTERM stops after the current step and
+saves the state; running the same command again resumes there.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from bertserve.export import ExportError, PackageExistsError, export_model
+from bertserve.export import PackageExistsError, export_model
 from bertserve.export.convert import load_tokenizer, random_config
 from bertserve.export.sources import Source, check_is_bert, resolve
 from bertserve.export.validate import LabelledTexts, accuracy_and_macro_f1, softmax, torch_logits
 from bertserve.variants import DEFAULT_VARIANTS
 from transformers import BertForSequenceClassification, PreTrainedTokenizerFast
 
+from .checkpoint import (
+    BEST,
+    Interrupted,
+    Progress,
+    keep_checkpoints,
+    load_state,
+    prepare_work,
+    promote_best,
+    run_identity,
+    save_state,
+    stop_on_signal,
+)
 from .data import Dataset, Split
 from .settings import Settings
-
-STATE = "state.pt"
-RUN = "run.json"
-BEST = "best"
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal; the state is saved and the same command resumes it."""
-
-
-@dataclass
-class Progress:
-    """Where training is; saved in state.pt with the weights."""
-
-    epoch: int = 0  # epochs completed
-    step: int = 0  # batches done in the current epoch
-    seconds: float = 0.0  # training time so far, over every resumption
-    rows: int = 0  # training rows seen so far
-    best_epoch: int = 0
-    best_f1: float = -1.0
-    stale: int = 0  # epochs since the best
-    finished: bool = False
-    history: list[dict] | None = None
 
 
 def load_base(
@@ -138,47 +122,6 @@ def evaluate(
     return {"loss": loss, **accuracy_and_macro_f1(truth, logits.argmax(-1), logits.shape[1])}
 
 
-@contextmanager
-def stop_on_signal() -> Iterator[dict[str, bool]]:
-    """The first SIGINT/SIGTERM asks to stop after the current step; a second SIGINT is
-    KeyboardInterrupt as usual."""
-    flag = {"stop": False}
-
-    def ask(signum: int, _frame: object) -> None:
-        if flag["stop"] and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-        print("\nstopping after this step; the state will be saved", file=sys.stderr, flush=True)
-
-    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _save_state(
-    work: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    progress: Progress,
-) -> None:
-    staged = work / f".{STATE}.tmp"
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "progress": asdict(progress),
-        },
-        staged,
-    )
-    os.replace(staged, work / STATE)
-
-
 def _log_epoch(epoch: int, train_loss: float | None, scores: dict[str, float]) -> None:
     trained = f"train loss {train_loss:.4f}; " if train_loss is not None else "untrained head: "
     print(
@@ -187,33 +130,6 @@ def _log_epoch(epoch: int, train_loss: float | None, scores: dict[str, float]) -
         file=sys.stderr,
         flush=True,
     )
-
-
-def _run_identity(source: Source, dataset: Dataset, settings: Settings) -> dict:
-    return {
-        "base_model": source.label,
-        "data_sha256": dataset.sha256,
-        "labels": dataset.label_names,
-        "settings": asdict(settings),
-    }
-
-
-def _prepare_work(work: Path, identity: dict, restart: bool) -> None:
-    """Start a run in ``work`` or check that the run there is this one (to resume it)."""
-    run_file = work / RUN
-    if restart and work.exists():
-        shutil.rmtree(work)
-    if run_file.is_file():
-        recorded = json.loads(run_file.read_text())
-        if recorded != identity:
-            differ = sorted(k for k in identity if recorded.get(k) != identity[k])
-            raise ExportError(
-                f"{work} holds a run with another {', '.join(differ)}; pass --restart to "
-                "discard it, or --work to train elsewhere"
-            )
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps(identity, indent=2) + "\n")
 
 
 def train(
@@ -261,19 +177,7 @@ def train(
     scheduler = get_linear_schedule_with_warmup(
         optimizer, round(settings.warmup * total_steps), total_steps
     )
-    progress = Progress(history=[])
-    if (work / STATE).is_file():
-        state = torch.load(work / STATE, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        progress = Progress(**state["progress"])
-        if not progress.finished:
-            print(
-                f"resuming {work} at epoch {progress.epoch + 1}, batch {progress.step + 1}",
-                file=sys.stderr,
-            )
+    progress = load_state(work, model, optimizer, scheduler)
     if not progress.history:  # the untrained head, so the history shows what training bought
         scores = evaluate(model, tokenizer, dataset.validation, validation_labels, limit)
         progress.history = [{"epoch": 0, "validation": {k: round(v, 5) for k, v in scores.items()}}]
@@ -318,7 +222,7 @@ def train(
             progress.seconds += time.perf_counter() - started
             progress.rows += rows
             if flag["stop"] and progress.step < len(batches):
-                _save_state(work, model, optimizer, scheduler, progress)
+                save_state(work, model, optimizer, scheduler, progress)
                 raise Interrupted(
                     f"stopped in epoch {epoch + 1} after batch {progress.step}; the state is in "
                     f"{work}: run the same command again to resume"
@@ -347,23 +251,16 @@ def train(
                 )
             else:
                 progress.stale += 1
-            for old in work.glob("epoch-*"):  # keep the best and the latest
-                if old.name not in (checkpoint.name, f"epoch-{progress.best_epoch}"):
-                    shutil.rmtree(old)
+            keep_checkpoints(work, checkpoint, progress.best_epoch)
             if progress.epoch >= settings.epochs or progress.stale >= settings.patience:
                 progress.finished = True
-            _save_state(work, model, optimizer, scheduler, progress)
+            save_state(work, model, optimizer, scheduler, progress)
             if flag["stop"] and not progress.finished:
                 raise Interrupted(
                     f"stopped after epoch {epoch + 1}; the state is in {work}: run the same "
                     "command again to resume"
                 )
-    best = work / BEST
-    if not best.is_dir():
-        staged = work / f".{BEST}.tmp"
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(work / f"epoch-{progress.best_epoch}", staged)
-        os.replace(staged, best)
+    promote_best(work, progress.best_epoch)
     return progress
 
 
@@ -397,7 +294,7 @@ def finetune(
             f"{repo / name} already holds {', '.join(existing)}; pass --force to replace them"
         )
     work = Path(work) if work else repo / ".finetune" / name
-    _prepare_work(work, _run_identity(source, data, settings), restart)
+    prepare_work(work, run_identity(source, data, settings), restart)
     torch_model, tokenizer = load_base(source, data.label_names, settings.seed)
     if progress:
         print(

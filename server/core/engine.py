@@ -192,16 +192,8 @@ class Engine:
         lengths = [len(s) for s in sequences]
         await admit(answer_bytes(spec, lengths, variant.hidden_size, padded))
         computed = await variant.embed(sequences, spec, timeout)
-        timing = Timing(
-            tokenization_ns=tokenization_ns,
-            queue_ns=computed.queue_ns,
-            inference_ns=computed.inference_ns,
-            tokens=computed.tokens,
-            computed_tokens=computed.computed_tokens,
-        )
-        result = Result(computed.outputs, computed.lengths, computed.truncated, timing)
-        timing.total_ns = time.monotonic_ns() - started
-        return result, spec, variant
+        result = Result(computed.outputs, computed.lengths, computed.truncated)
+        return _timed(result, computed, tokenization_ns, started), spec, variant
 
     async def _embed_long(
         self,
@@ -243,16 +235,8 @@ class Engine:
             outputs = assemble(*work)
         else:
             outputs = await asyncio.to_thread(assemble, *work)
-        timing = Timing(
-            tokenization_ns=tokenization_ns,
-            queue_ns=computed.queue_ns,
-            inference_ns=computed.inference_ns,
-            tokens=computed.tokens,
-            computed_tokens=computed.computed_tokens,
-        )
-        result = Result(outputs, prepared.lengths, prepared.truncated, timing)
-        timing.total_ns = time.monotonic_ns() - started
-        return result
+        result = Result(outputs, prepared.lengths, prepared.truncated)
+        return _timed(result, computed, tokenization_ns, started)
 
     def check_windows(self, prepared: Prepared, settings: LongText, variant: Any) -> None:
         """INVALID_ARGUMENT when the texts make more windows than one request may queue."""
@@ -313,3 +297,16 @@ def small(texts: Any) -> bool:
 def advice(request: Request) -> str:
     """What a refusal of a text over the window advises."""
     return ERROR_ADVICE if request.options.long_text == "error" else ADVICE
+
+
+def _timed(result: Result, computed: Any, tokenization_ns: int, started: int) -> Result:
+    """``result`` with the timing of its request: tokenizing, then what the batcher measured."""
+    result.timing = Timing(
+        tokenization_ns=tokenization_ns,
+        queue_ns=computed.queue_ns,
+        inference_ns=computed.inference_ns,
+        tokens=computed.tokens,
+        computed_tokens=computed.computed_tokens,
+        total_ns=time.monotonic_ns() - started,
+    )
+    return result

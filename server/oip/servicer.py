@@ -107,7 +107,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         model = self._model(request.model_name)
         version = self._version(model, request.model_version)
         try:
-            response, result, answering = await self._infer(request, model, version, timeout, admit)
+            response, result, read_ns, answering = await self._infer(
+                request, model, version, timeout, admit
+            )
         except Exception:
             STATISTICS.failed(model.name, version, time.monotonic_ns() - started)
             raise
@@ -119,7 +121,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             sequences=len(result.lengths),
             total_ns=done - started,
             queue_ns=timing.queue_ns,
-            input_ns=timing.tokenization_ns,
+            input_ns=read_ns + timing.tokenization_ns,  # reading the inputs, then tokenizing
             infer_ns=timing.inference_ns,
             output_ns=done - answering,
         )
@@ -132,8 +134,9 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         version: str,
         timeout: float | None,
         admit: Admit,
-    ) -> tuple[v2.ModelInferResponse, Result, int]:
-        """The answer, the core's result and when building the answer began (ns)."""
+    ) -> tuple[v2.ModelInferResponse, Result, int, int]:
+        """The answer, the core's result, how long reading the inputs took and when building
+        the answer began (ns)."""
         variant = await self.engine.variant(model.model, version)
         parameters = codec.read_parameters(request.parameters)
         top = variant.num_layers
@@ -146,10 +149,12 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             self.config.max_request_sequences,
             model,
         )
+        reading = time.monotonic_ns()
         if inputs.input_size(request) <= INLINE_INPUT_BYTES:
             core_request = codec.core_request(*args)
         else:  # walking millions of elements would stall every other caller
             core_request = await asyncio.to_thread(codec.core_request, *args)
+        read_ns = time.monotonic_ns() - reading
         result, _, variant = await self.engine.embed(
             core_request, timeout, admit, padded=True, variant=variant
         )
@@ -169,7 +174,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         else:
             response = await asyncio.to_thread(answer.response, *build)
         check_answer_size(response.ByteSize(), *self.answer_limit, estimated=False)
-        return response, result, answering
+        return response, result, read_ns, answering
 
     # -- the RPCs --------------------------------------------------------------------------
 

@@ -282,7 +282,7 @@ def test_ray_missing_says_how_to_install_it(corpus_jsonl, model_repo, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2
-    assert "pip install 'bertserve[ray]'" in done.stderr
+    assert "pip install -e '.[ray]'" in done.stderr
 
 
 def test_target_calls_running_servers(live_server, texts, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 from bertserve.dataset import Embedder, Job, read_output, run
 from dataset_helpers import assert_matches, server_vectors
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'bertserve[ray]'")
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]'")
 
 
 @pytest.fixture(scope="module")

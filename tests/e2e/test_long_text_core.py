@@ -275,7 +275,7 @@ async def test_a_deadline_drops_the_waiting_windows(core):
     _, variant = core
     with pytest.raises(DeadlineExceeded):
         await embed(core, [LONG_PROSE], timeout=0.0, long_text="chunk", chunk_tokens=16)
-    assert variant.batcher._queued_sequences == 0  # nothing of it waits any more
+    assert variant.batcher._queue.sequences == 0  # nothing of it waits any more
 
 
 async def test_a_one_word_request_is_answered_while_a_long_text_is_computed(core):
@@ -301,6 +301,6 @@ async def test_a_one_word_request_is_answered_while_a_long_text_is_computed(core
         long.cancel()  # cancelled: its waiting windows leave the queue, never computed
         with pytest.raises(asyncio.CancelledError):
             await long
-        assert variant.batcher._queued_sequences == 0
+        assert variant.batcher._queue.sequences == 0
     finally:
         del variant.batcher.submit

@@ -8,18 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from servers import OFFLINE
 
 ROOT = Path(__file__).resolve().parents[2]
 # shared/ sits beside the repository in CI (../shared) and may be inside a checkout
 TOOLS = [ROOT.parent / "shared" / "tools", ROOT / "shared" / "tools"]
-OFFLINE = (
-    "Could not find a version that satisfies",
-    "No matching distribution found",
-    "Temporary failure in name resolution",
-    "Failed to fetch",
-    "Network is unreachable",
-    "no Debian mirror",
-)
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import OFFLINE
 
 ROOT = Path(__file__).resolve().parents[2]
 TRITONCLIENT = "tritonclient[grpc]==2.73.0"
 VENV = ROOT / ".cache" / "tritonclient-2.73.0"
-# pip's words when the index cannot be reached (then the tests skip, saying so)
-OFFLINE = (
-    "Could not find a version that satisfies",
-    "No matching distribution found",
-    "Failed to establish a new connection",
-    "Temporary failure in name resolution",
-    "Network is unreachable",
-)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from bertserve.client import AsyncClient, BertserveError, Client
+from bertserve.client import AsyncClient, Client
 from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,62 +32,6 @@ from servers import link_package, rss_bytes, scrape, start_server, total
 def stub_for(target: str, **options) -> tuple[grpc.Channel, bertserve_pb2_grpc.BertServiceStub]:
     channel = grpc.insecure_channel(target, options=list(options.items()))
     return channel, bertserve_pb2_grpc.BertServiceStub(channel)
-
-
-def test_cancelled_and_expired_requests_never_reach_onnxruntime(model_repo, figures):
-    server = start_server(model_repo, "--max-batch-size", "1", "--max-queue-delay-ms", "0")
-    try:
-        at_rest = baseline(server)
-        before = scrape(server.metrics_url)
-        long_texts = [" ".join(["paris"] * 200) + f" {i}" for i in range(64)]
-        cancelled_texts = [text(i) for i in range(30)]
-
-        async def scenario():
-            async with AsyncClient(server.target) as client:
-                # 64 callers keep the only worker busy, one sequence a batch; served
-                # round-robin, a newcomer waits for about 64 batches
-                busy = [asyncio.ensure_future(client.embed([t] * 3)) for t in long_texts]
-                await asyncio.sleep(0.3)
-                expiring = [client.embed([text(i)], timeout=0.2) for i in range(30)]
-                cancelled = [asyncio.ensure_future(client.embed([t])) for t in cancelled_texts]
-                neighbours = [asyncio.ensure_future(client.embed([text(i)])) for i in range(5)]
-                await asyncio.sleep(0.1)
-                for task in cancelled:
-                    task.cancel()
-                expired = await asyncio.gather(*expiring, return_exceptions=True)
-                await asyncio.gather(*cancelled, return_exceptions=True)
-                return await asyncio.gather(*busy), expired, await asyncio.gather(*neighbours)
-
-        busy, expired, neighbours = asyncio.run(scenario())
-        with Client(server.target) as client:
-            reference = client.embed([text(i) for i in range(5)]).sentence_embedding
-        np.testing.assert_allclose(
-            np.concatenate([n.sentence_embedding for n in neighbours]), reference, atol=1e-5
-        )
-        settled(server, at_rest)
-        after = scrape(server.metrics_url)
-        grew = lambda name, **labels: total(after, name, **labels) - total(before, name, **labels)  # noqa: E731
-    finally:
-        server.stop()
-    timed_out = [e for e in expired if isinstance(e, BertserveError)]
-    assert all(e.code == grpc.StatusCode.DEADLINE_EXCEEDED for e in timed_out)
-    assert timed_out, "no request expired: the scenario did not hold the worker busy"
-    # onnxruntime saw exactly the tokens of the answered requests (the reference call asked
-    # for the neighbours' texts again): none of the expired or cancelled ones
-    answered = busy + neighbours + [e for e in expired if not isinstance(e, BertserveError)]
-    tokens = sum(int(r.lengths.sum()) for r in answered)
-    tokens += sum(int(n.lengths.sum()) for n in neighbours)
-    assert grew("bertserve_tokens_total", kind="real") == tokens
-    # the batcher counts what it drops; a call whose deadline passed before it reached the
-    # queue (the event loop busy tokenizing the long texts) was never queued, so never counted
-    dropped = grew("bertserve_dropped_sequences_total")
-    assert 0 < dropped <= len(timed_out) + len(cancelled_texts)
-    figures["cancel_and_deadline"] = {
-        "expired": len(timed_out),
-        "cancelled": 30,
-        "dropped_before_onnxruntime": dropped,
-        "neighbours_correct": len(neighbours),
-    }
 
 
 def test_a_client_that_vanishes_mid_stream_costs_nothing(model_repo, figures):
@@ -185,6 +129,8 @@ def test_sigterm_with_200_in_flight_loses_none_and_health_turns_first(model_repo
         watch_channel.close()
     finally:
         server.stop()
+    log = server.output()
+    assert '"message": "draining"' in log and '"message": "stopped"' in log
     failures = [r for r in results if isinstance(r, BaseException)]
     assert not failures, failures[:3]
     np.testing.assert_allclose(

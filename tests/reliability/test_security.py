@@ -229,14 +229,14 @@ def test_plaintext_beyond_loopback_warns(model_repo, caplog):
     ],
 )
 def test_security_settings_are_checked(tmp_path, flags, message):
-    from bertserve.server.config import load_config
+    from bertserve.server.config_load import load_config
 
     with pytest.raises(ValueError, match=message):
         load_config({"repo": tmp_path, **flags}, None, {})
 
 
 def test_tls_settings_come_from_the_environment(tmp_path, pki):
-    from bertserve.server.config import load_config
+    from bertserve.server.config_load import load_config
 
     environ = {
         "BERTSERVE_TLS_CERT": str(pki["server.pem"]),

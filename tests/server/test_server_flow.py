@@ -1,4 +1,5 @@
-"""Deadlines, cancellation, a full queue and draining, on in-process servers with the real model.
+"""Deadlines, cancellation and a full queue, on in-process servers with the real model (draining:
+tests/reliability/test_faults.py on v1, tests/oip on v2, tests/deploy for the image).
 
 Each test keeps the worker busy with one batch of long sequences that runs for seconds, so the
 request under test waits in the queue behind it; what happens to it is read from the batcher and
@@ -65,11 +66,20 @@ def batches_started(running) -> float:
     return sum(bucket.get() for bucket in child._buckets)
 
 
+async def until(condition, call=None, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds, or once ``call`` (the
+    long request the test queues behind) has finished."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert call is None or not call.done(), "the long request finished too soon"
+        assert loop.time() < deadline, "the server never reached the state the test waits for"
+        await asyncio.sleep(0.002)
+
+
 async def started(running, call, before: float):
     """Wait until the long call's batch runs (it holds the worker now)."""
-    while batches_started(running) == before:
-        assert not call.done(), "the long request finished before the test could queue behind it"
-        await asyncio.sleep(0.002)
+    await until(lambda: batches_started(running) != before, call)
 
 
 def dropped(running) -> float:
@@ -98,8 +108,7 @@ async def test_a_cancelled_request_is_dropped_and_never_computed(one_long_batch)
     await started(one_long_batch, long_call, before_started)
     before = dropped(one_long_batch)
     cancelled = one_long_batch.stub.Embed(pb.EmbedRequest(texts=["never", "mind", "me"]))
-    while gauge(QUEUE_SEQUENCES, one_long_batch) < 3:  # queued behind the long batch
-        await asyncio.sleep(0.002)
+    await until(lambda: gauge(QUEUE_SEQUENCES, one_long_batch) >= 3, long_call)  # queued
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
@@ -115,8 +124,7 @@ async def test_a_full_queue_answers_resource_exhausted(one_long_batch):
     long_call = one_long_batch.stub.Embed(pb.EmbedRequest(texts=LONG))
     await started(one_long_batch, long_call, before_started)
     waiting = [one_long_batch.stub.Embed(pb.EmbedRequest(texts=[t])) for t in ("a", "b")]
-    while gauge(QUEUE_DEPTH, one_long_batch) < 2:
-        await asyncio.sleep(0.002)
+    await until(lambda: gauge(QUEUE_DEPTH, one_long_batch) >= 2, long_call)
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await one_long_batch.stub.Embed(pb.EmbedRequest(texts=["one too many"]))
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -125,25 +133,6 @@ async def test_a_full_queue_answers_resource_exhausted(one_long_batch):
     assert len((await long_call).lengths) == len(LONG)
     for call in waiting:
         assert len((await call).lengths) == 1
-
-
-async def test_draining_finishes_in_flight_work_and_refuses_new_calls(model_repo):
-    running = await start_in_process(
-        model_repo, batch=BatchSettings(max_batch_size=1, max_queue_delay_ms=0)
-    )
-    before_started = batches_started(running)
-    long_call = running.stub.Embed(pb.EmbedRequest(texts=LONG, pooling=pb.POOLING_CLS))
-    await started(running, long_call, before_started)
-    stopping = asyncio.create_task(running.server.stop(60))
-    while not running.server.engine.draining:
-        await asyncio.sleep(0.005)
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await running.stub.Embed(pb.EmbedRequest(texts=["new"]))
-    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-    response = await long_call
-    assert len(response.lengths) == len(LONG)
-    await stopping
-    await running.channel.close()
 
 
 async def test_health_is_not_serving_until_the_models_are_loaded(model_repo):
@@ -227,8 +216,10 @@ async def test_checking_many_token_sequences_does_not_stall_the_server(in_proces
     after is answered first, and the bad id in the last sequence is still found."""
     sequences = [pb.TokenSequence(input_ids=[101, 7592, 2088, 999, 102])] * 29_999
     sequences.append(pb.TokenSequence(input_ids=[101, 99_999, 102]))
+    guard = in_process.server.guard
+    before = guard.in_flight
     big = asyncio.ensure_future(in_process.stub.Embed(pb.EmbedRequest(sequences=sequences)))
-    await asyncio.sleep(0.05)  # sent and being checked
+    await until(lambda: guard.in_flight != before, big)  # the servicer has it: being checked
     info = await in_process.stub.ModelInfo(pb.ModelInfoRequest())
     assert info.model.name == "minilm"
     assert not big.done(), "the big request was answered before the ModelInfo sent after it"

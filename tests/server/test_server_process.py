@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import threading
-import time
 
 import grpc
 import numpy as np
@@ -15,7 +12,7 @@ from bertserve.v1 import bertserve_pb2 as pb
 from bertserve.v1 import bertserve_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_helpers import assemble
-from servers import scrape, start_server, total
+from servers import scrape, total
 
 
 def test_health_is_serving_for_the_server_and_the_service(live_server):
@@ -42,14 +39,9 @@ def test_reflection_lists_and_describes_the_service(live_server):
         pool = DescriptorPool(database)
         service = pool.FindServiceByName("bertserve.v1.BertService")
         methods = {m.name: m for m in service.methods}
-        assert set(methods) >= {
-            "Embed",
-            "EmbedStream",
-            "Tokenize",
-            "Classify",
-            "ModelInfo",
-            "ListModels",
-        }
+        # what the server reflects is the compiled service (whose methods test_proto checks)
+        compiled = pb.DESCRIPTOR.services_by_name["BertService"]
+        assert set(methods) == {m.name for m in compiled.methods}
         assert methods["Embed"].input_type.full_name == "bertserve.v1.EmbedRequest"
         assert methods["EmbedStream"].server_streaming and methods["EmbedStream"].client_streaming
 
@@ -77,37 +69,6 @@ def test_a_real_embedding_over_grpc_and_metrics_move(live_server):
     assert grew("bertserve_inference_seconds_count") >= 1
     assert grew("bertserve_queue_seconds_count") == 1
     assert grew("bertserve_padding_ratio_count") >= 1
-
-
-def test_sigterm_drains_in_flight_requests(model_repo):
-    server = start_server(model_repo, "--max-batch-size", "1", "--grace-period", "120")
-    texts = [" ".join(["paris"] * 160) + f" {i}" for i in range(32)]
-    result: dict[str, object] = {}
-
-    def call() -> None:
-        with grpc.insecure_channel(server.target) as channel:
-            stub = bertserve_pb2_grpc.BertServiceStub(channel)
-            try:
-                result["response"] = stub.Embed(pb.EmbedRequest(texts=texts), timeout=300)
-            except grpc.RpcError as error:
-                result["error"] = error
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    try:
-        # in flight: the server has computed some of its sequences but not all
-        while total(scrape(server.metrics_url), "bertserve_batch_size_count") < 1:
-            assert caller.is_alive()
-            time.sleep(0.01)
-        server.process.send_signal(signal.SIGTERM)
-        caller.join(300)
-        assert server.process.wait(120) == 0
-    finally:
-        server.stop()
-    assert "error" not in result, result.get("error")
-    assert len(result["response"].lengths) == len(texts)
-    log = server.output()
-    assert '"message": "draining"' in log and '"message": "stopped"' in log
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -88,13 +88,34 @@ def test_wheel_metadata_declares_the_extras(wheel: zipfile.ZipFile) -> None:
     assert 'torch==2.13.0; extra == "export"' in text
 
 
-def test_the_client_and_the_command_line_import_nothing_heavy() -> None:
-    """A client-only install imports the client and lists every sub-command: no part loads
-    its stack to register them (the server's own boundary: tests/server)."""
-    code = (
-        "import sys, bertserve.client, bertserve.client.commands; "
-        "from bertserve.client.cli import build_parser; build_parser(); "
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+# What importing each part must not load: a part never pulls in another's stack.
+BOUNDARIES = {
+    "client-and-cli": (
+        "import bertserve.client, bertserve.client.commands\n"
+        "from bertserve.client.cli import build_parser\n"
+        "build_parser()",
+        HEAVY,
+    ),
+    "serve-command": ("import bertserve.server.cli", ("onnxruntime", "grpc_health", *HEAVY)),
+    "server": (
+        "import bertserve.server.app, bertserve.server.v1.servicer",
+        ("torch", "transformers", "optimum"),
+    ),
+    "core": (
+        "import bertserve.server.core.engine, bertserve.server.core.stream",
+        ("grpc", "grpc_health", "onnxruntime"),
+    ),
+}
+
+
+@pytest.mark.parametrize(("code", "forbidden"), BOUNDARIES.values(), ids=list(BOUNDARIES))
+def test_each_part_imports_only_its_own_stack(code: str, forbidden: tuple[str, ...]) -> None:
+    """A client-only install imports the client and lists every sub-command; the server never
+    loads the exporter's stack; the core knows no gRPC."""
+    check = (
+        f"import sys\n{code}\n"
+        f"print(','.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(forbidden)!r})))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""

@@ -12,27 +12,9 @@ from bertserve.client.request import EmbedOptions, classify_features, embed_requ
 from bertserve.client.results import EmbedResult, ModelInfo, join_results
 from bertserve.client.split import estimated_answer_bytes, split_request
 from bertserve.v1 import bertserve_pb2 as pb
+from minilm_info import MINILM_INFO
 
-INFO = ModelInfo(
-    name="minilm",
-    architecture="BertModel",
-    num_layers=6,
-    hidden_size=384,
-    num_heads=12,
-    intermediate_size=1536,
-    max_length=512,
-    vocab_size=30522,
-    lowercase=True,
-    random_weights=False,
-    source="",
-    default_pooling="mean",
-    default_variant="fp32",
-    variants=[],
-    labels=[],
-    is_default=True,
-    chunk_tokens=510,
-    chunk_overlap=63,
-)
+INFO = MINILM_INFO
 
 
 def embed(words: dict, inputs=("x",), info=None) -> pb.EmbedRequest:

@@ -11,28 +11,11 @@ from bertserve.client.request import (
     fill_inputs,
     tokenize_request,
 )
-from bertserve.client.results import ModelInfo
 from bertserve.client.split import estimated_answer_bytes, needs_stream, split_request
 from bertserve.v1 import bertserve_pb2 as pb
+from minilm_info import MINILM_INFO
 
-INFO = ModelInfo(
-    name="minilm",
-    architecture="BertModel",
-    num_layers=6,
-    hidden_size=384,
-    num_heads=12,
-    intermediate_size=1536,
-    max_length=512,
-    vocab_size=30522,
-    lowercase=True,
-    random_weights=False,
-    source="",
-    default_pooling="mean",
-    default_variant="fp32",
-    variants=[],
-    labels=[],
-    is_default=True,
-)
+INFO = MINILM_INFO
 
 
 def embed(words: dict, inputs=("x",), info=None) -> pb.EmbedRequest:

@@ -60,7 +60,7 @@ def test_unspecified_dtype_reads_as_float32():
 
 
 def test_bfloat16_is_the_upper_half_of_float32():
-    """What the server sends decodes exactly (its rounding: tests/server)."""
+    """What the server sends decodes exactly (its rounding: test_server_features.py)."""
     values = np.array([1.0, -2.5, 3.140625, 2**-10, 65280.0, -np.inf], dtype=np.float32)
     wire = tensor(values, "bfloat16")
     np.testing.assert_array_equal(np.frombuffer(wire.data, "<u2"), values.view(np.uint32) >> 16)

@@ -1,4 +1,5 @@
-"""The dynamic batcher with a deterministic stand-in runtime (no model), and its planner."""
+"""The dynamic batcher with a deterministic stand-in runtime (no model); its planner:
+test_server_plan.py."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import threading
 
 import numpy as np
 import pytest
-from bertserve.server.batcher import Batcher, CostModel, plan_batches
+from bertserve.server.batcher import Batcher
 from bertserve.server.config import BatchSettings
 from bertserve.server.errors import DeadlineExceeded, InvalidArgument, Overloaded, Unavailable
-from bertserve.server.plan import MIN_OVERHEAD_S
+from bertserve.server.plan import CostModel
 
 
 class StandIn:
@@ -56,11 +57,52 @@ class Recorder:
         self.requests, self.sequences, self.tokens = requests, sequences, tokens
 
 
+async def until(condition, timeout: float = 10.0) -> None:
+    """Poll ``condition`` on the event loop until it holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the batcher never reached the state the test waits for"
+        await asyncio.sleep(0.001)
+
+
+async def queued(seen: Recorder, requests: int) -> None:
+    """Until the batcher has reported ``requests`` requests waiting in its queue."""
+    await until(lambda: seen.requests == requests)
+
+
 def settings(**overrides: object) -> BatchSettings:
     base = dict(
         max_batch_tokens=1000, max_batch_size=4, max_queue_delay_ms=20, max_queue_requests=100
     )
     return BatchSettings(**{**base, **overrides})
+
+
+def refusing(batcher: Batcher):
+    """A condition: the batcher refuses new requests (it is closing)."""
+
+    def check() -> bool:
+        try:
+            batcher.admit(1)
+        except Unavailable:
+            return True
+        return False
+
+    return check
+
+
+async def held(
+    cost: CostModel | None = None, **overrides: object
+) -> tuple[StandIn, Recorder, Batcher, asyncio.Task]:
+    """A batcher (one sequence a batch, no queue delay) whose only worker is busy with the held
+    batch "running": whatever comes next queues behind it."""
+    runtime = StandIn(hold=True)
+    seen = Recorder()
+    limits = {"max_batch_size": 1, "max_queue_delay_ms": 0, **overrides}
+    batcher = Batcher(runtime, settings(**limits), observer=seen, cost=cost)
+    running = asyncio.create_task(batcher.submit(["running"], [1]))
+    await asyncio.to_thread(runtime.started.wait, 5)
+    return runtime, seen, batcher, running
 
 
 async def test_a_request_larger_than_a_batch_is_split_and_reassembled_in_order():
@@ -104,15 +146,12 @@ async def test_concurrent_callers_share_a_batch_and_get_their_own_results():
 
 
 async def test_sequences_are_grouped_by_length_and_the_longest_waiting_goes_first():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=2, max_queue_delay_ms=0, length_window=16))
-    blocker = asyncio.create_task(batcher.submit(["first"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)  # the worker is busy; the rest queue up
+    runtime, seen, batcher, blocker = await held(max_batch_size=2, length_window=16)
     lengths = {"a": 100, "b": 5, "c": 98, "d": 6}
     tasks = [
         asyncio.create_task(batcher.submit([name], [length])) for name, length in lengths.items()
     ]
-    await asyncio.sleep(0.05)
+    await queued(seen, 4)
     runtime.gate.set()
     await asyncio.gather(blocker, *tasks)
     assert [sorted(batch) for batch in runtime.batches[1:]] == [["a", "c"], ["b", "d"]]
@@ -133,14 +172,9 @@ async def test_a_failed_batch_fails_only_its_callers_and_the_loop_lives_on():
 
 
 async def test_a_cancelled_request_is_dropped_from_the_queue_and_never_computed():
-    runtime = StandIn(hold=True)
-    seen = Recorder()
-    batcher = Batcher(runtime, settings(max_batch_size=1, max_queue_delay_ms=0), observer=seen)
-    blocker = asyncio.create_task(batcher.submit(["running"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)
+    runtime, seen, batcher, blocker = await held()
     cancelled = asyncio.create_task(batcher.submit(["cancelled-1", "cancelled-2"], [1, 1]))
-    await asyncio.sleep(0.02)
-    assert seen.requests == 1
+    await queued(seen, 1)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
@@ -154,11 +188,7 @@ async def test_a_cancelled_request_is_dropped_from_the_queue_and_never_computed(
 
 
 async def test_an_expired_request_gets_deadline_exceeded_and_is_never_computed():
-    runtime = StandIn(hold=True)
-    seen = Recorder()
-    batcher = Batcher(runtime, settings(max_batch_size=1, max_queue_delay_ms=0), observer=seen)
-    blocker = asyncio.create_task(batcher.submit(["running"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)
+    runtime, _, batcher, blocker = await held()
     with pytest.raises(DeadlineExceeded):
         await batcher.submit(["late"], [1], timeout=0.05)
     runtime.gate.set()
@@ -169,14 +199,9 @@ async def test_an_expired_request_gets_deadline_exceeded_and_is_never_computed()
 
 
 async def test_a_full_queue_refuses_with_overloaded():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(
-        runtime, settings(max_batch_size=1, max_queue_delay_ms=0, max_queue_requests=2)
-    )
-    running = asyncio.create_task(batcher.submit(["running"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)
+    runtime, seen, batcher, running = await held(max_queue_requests=2)
     waiting = [asyncio.create_task(batcher.submit([f"w{i}"], [1])) for i in range(2)]
-    await asyncio.sleep(0.02)
+    await queued(seen, 2)
     with pytest.raises(Overloaded, match="queue full"):
         await batcher.submit(["one too many"], [1])
     runtime.gate.set()
@@ -191,7 +216,7 @@ async def test_closing_finishes_queued_work_and_then_refuses():
     tasks = [asyncio.create_task(batcher.submit([f"r{i}"], [1])) for i in range(3)]
     await asyncio.to_thread(runtime.started.wait, 5)
     closing = asyncio.create_task(batcher.close(timeout=10))
-    await asyncio.sleep(0.02)
+    await until(refusing(batcher))
     with pytest.raises(Unavailable):
         await batcher.submit(["new"], [1])
     runtime.gate.set()
@@ -209,91 +234,18 @@ async def test_a_lone_caller_does_not_wait_for_the_queue_delay():
 
 
 async def test_under_concurrent_load_it_waits_to_fill_the_batch():
-    runtime = StandIn()
-    batcher = Batcher(runtime, settings(max_batch_size=64, max_queue_delay_ms=500))
+    runtime, seen = StandIn(), Recorder()
+    batcher = Batcher(runtime, settings(max_batch_size=64, max_queue_delay_ms=500), observer=seen)
     await asyncio.gather(batcher.submit(["a"], [3]), batcher.submit(["b"], [3]))  # concurrent
     first = asyncio.create_task(batcher.submit(["c"], [3]))
-    await asyncio.sleep(0.05)
+    await queued(seen, 1)  # waiting for company (the last batch served two callers)
     second = asyncio.create_task(batcher.submit(["d"], [3]))
     await asyncio.gather(first, second)
     assert runtime.batches == [["a", "b"], ["c", "d"]]
     await batcher.close()
 
 
-# -- cost-aware planning --------------------------------------------------------------------
-
 CPU = CostModel(overhead_s=1e-3, per_token_s=1.8e-4, per_token_length_s=1e-7)
-GPU = CostModel(overhead_s=5e-3, per_token_s=2e-7, per_token_length_s=1e-10)
-
-
-def padding(lengths: list[int], ends: list[int]) -> float:
-    """Computed tokens over real tokens of a plan over sorted lengths."""
-    computed, start = 0, 0
-    for end in ends:
-        computed += (end - start) * lengths[end - 1]
-        start = end
-    return computed / sum(lengths)
-
-
-def mixed_lengths(count: int, seed: int) -> list[int]:
-    """Tweet-like and paragraph-like lengths (log-normal), sorted."""
-    rng = np.random.default_rng(seed)
-    return sorted(int(x) for x in np.clip(rng.lognormal(3.4, 0.7, count), 3, 512))
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_a_cpu_plan_keeps_padding_small_and_respects_the_limits(seed):
-    lengths = mixed_lengths(256, seed)
-    ends = plan_batches(lengths, CPU, max_size=64, max_tokens=8192)
-    assert ends[-1] == len(lengths) and ends == sorted(set(ends))
-    start = 0
-    for end in ends:
-        assert 1 <= end - start <= 64 and (end - start) * lengths[end - 1] <= 8192
-        start = end
-    assert padding(lengths, ends) <= 1.05
-    # filling batches up to the budget, the old way, pads far more
-    greedy, start = [], 0
-    while start < len(lengths):
-        end = start + 1
-        while end < len(lengths) and end - start < 64 and (end + 1 - start) * lengths[end] <= 8192:
-            end += 1
-        greedy.append(end)
-        start = end
-    assert padding(lengths, greedy) > padding(lengths, ends)
-
-
-def test_a_large_fixed_cost_per_batch_yields_larger_batches():
-    lengths = mixed_lengths(256, 7)
-    cpu = plan_batches(lengths, CPU, max_size=256, max_tokens=1 << 20)
-    gpu = plan_batches(lengths, GPU, max_size=256, max_tokens=1 << 20)
-    assert len(gpu) < len(cpu)
-    assert padding(lengths, cpu) < padding(lengths, gpu)
-
-
-def test_equal_lengths_fill_batches_from_the_shortest_end():
-    assert plan_batches([5] * 10, CPU, max_size=3, max_tokens=1000) == [3, 6, 9, 10]
-    assert plan_batches([600], CPU, max_size=8, max_tokens=512) == [1]  # one alone always fits
-
-
-def test_the_cost_model_is_fitted_from_measurements():
-    truth = CostModel(overhead_s=2e-3, per_token_s=1e-4, per_token_length_s=3e-7)
-    shapes = [(1, 8), (1, 64), (8, 16), (8, 64), (2, 256), (4, 128)]
-    rng = np.random.default_rng(0)
-    samples = [(b, n, truth.seconds(b, n) * rng.uniform(0.98, 1.02)) for b, n in shapes]
-    fitted = CostModel.fit(samples)
-    for b, n in shapes:
-        assert fitted.seconds(b, n) == pytest.approx(truth.seconds(b, n), rel=0.05)
-    # noise that would make a term negative leaves it at zero, never below
-    flat = CostModel.fit([(1, 8, 1e-3), (1, 64, 1e-3), (8, 64, 1e-3), (2, 256, 1e-3)])
-    assert min(flat.overhead_s, flat.per_token_s, flat.per_token_length_s) >= 0
-
-
-def test_a_fit_that_finds_no_fixed_cost_still_batches():
-    # timings exactly proportional to tokens (a busy machine's warm-up can look like this)
-    samples = [(b, n, b * n * 2e-4) for b, n in [(1, 8), (1, 64), (8, 16), (8, 64), (2, 256)]]
-    fitted = CostModel.fit(samples)
-    assert fitted.overhead_s == MIN_OVERHEAD_S
-    assert plan_batches([302] * 64, fitted, max_size=64, max_tokens=1 << 15) == [64]
 
 
 # -- the queue under load ---------------------------------------------------------------------
@@ -312,12 +264,13 @@ async def test_one_big_request_is_cut_into_length_sorted_batches():
 
 
 async def test_a_small_request_waits_about_one_batch_behind_a_huge_one():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(runtime, settings(max_batch_size=16, max_queue_delay_ms=0), cost=CPU)
+    runtime, seen = StandIn(hold=True), Recorder()
+    limits = settings(max_batch_size=16, max_queue_delay_ms=0)
+    batcher = Batcher(runtime, limits, cost=CPU, observer=seen)
     huge = asyncio.create_task(batcher.submit([f"h{i}" for i in range(6000)], [8] * 6000))
     await asyncio.to_thread(runtime.started.wait, 5)  # the huge one's first batch runs
     small_call = asyncio.create_task(batcher.submit(["small"], [8]))
-    await asyncio.sleep(0)  # let it queue
+    await queued(seen, 2)
     runtime.gate.set()
     small = await small_call
     assert [r[0] for r in small.results] == ["small"]
@@ -329,18 +282,13 @@ async def test_a_small_request_waits_about_one_batch_behind_a_huge_one():
 
 
 async def test_waiting_requests_take_turns_so_none_starves():
-    runtime = StandIn(hold=True)
-    batcher = Batcher(
-        runtime, settings(max_batch_size=4, max_queue_delay_ms=0, length_window=8), cost=CPU
-    )
-    blocker = asyncio.create_task(batcher.submit(["first"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)
+    runtime, seen, batcher, blocker = await held(CPU, max_batch_size=4, length_window=8)
     # three callers of very different lengths: the turn passes from one to the next
     callers = {
         name: asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(12)], [n] * 12))
         for name, n in (("a", 5), ("b", 300), ("c", 40))
     }
-    await asyncio.sleep(0.05)
+    await queued(seen, 3)
     runtime.gate.set()
     await asyncio.gather(blocker, *callers.values())
     owners = [{p[0] for p in batch} for batch in runtime.batches[1:]]
@@ -349,23 +297,13 @@ async def test_waiting_requests_take_turns_so_none_starves():
 
 
 async def test_the_queue_is_bounded_in_sequences_and_tokens():
-    runtime = StandIn(hold=True)
-    seen = Recorder()
-    batcher = Batcher(
-        runtime,
-        settings(
-            max_batch_size=1, max_queue_delay_ms=0, max_queue_sequences=10, max_queue_tokens=100
-        ),
-        observer=seen,
-    )
-    running = asyncio.create_task(batcher.submit(["running"], [1]))
-    await asyncio.to_thread(runtime.started.wait, 5)
+    runtime, seen, batcher, running = await held(max_queue_sequences=10, max_queue_tokens=100)
     with pytest.raises(InvalidArgument, match="more sequences than"):
         await batcher.submit(list(range(11)), [1] * 11)
     with pytest.raises(InvalidArgument, match="more tokens than"):
         await batcher.submit([0], [101])
     waiting = asyncio.create_task(batcher.submit(list(range(8)), [10] * 8))
-    await asyncio.sleep(0.01)
+    await queued(seen, 1)
     assert seen.sequences == 8
     with pytest.raises(Overloaded, match="at most 10 sequences"):
         await batcher.submit([0, 1, 2], [1, 1, 1])

@@ -115,17 +115,9 @@ def test_model_config_is_the_batchers_settings():
 
 def test_statistics_add_up():
     stats = Statistics()
+    timing = {"total_ns": 100, "queue_ns": 10, "input_ns": 20, "infer_ns": 50, "output_ns": 5}
     for _ in range(3):
-        stats.succeeded(
-            "minilm",
-            "fp32-opt",
-            sequences=2,
-            total_ns=100,
-            queue_ns=10,
-            input_ns=20,
-            infer_ns=50,
-            output_ns=5,
-        )
+        stats.succeeded("minilm", "fp32-opt", sequences=2, **timing)
     stats.failed("minilm", "fp32-opt", 7)
     stats.batch_done("minilm/fp32-opt", 4, 0.002)
     stats.batch_done("minilm/fp32-opt", 4, 0.001)

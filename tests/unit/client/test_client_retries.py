@@ -80,11 +80,17 @@ def flaky():
     yield from serving(Flaky())
 
 
+def stream_in_order(target: str, count: int) -> None:
+    """``count`` one-text requests over one ``embed_stream`` (window 4): every answer comes
+    back, in order (the stand-ins answer text "tN" with N)."""
+    with Client(target) as client:
+        results = list(client.embed_stream(([f"t{i}"] for i in range(count)), window=4))
+    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(count))
+
+
 def test_stream_sends_unanswered_requests_again(flaky):
     servicer, target = flaky
-    with Client(target) as client:
-        results = list(client.embed_stream(([f"t{i}"] for i in range(20)), window=4))
-    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(20))
+    stream_in_order(target, 20)
     first, second = servicer.streams
     assert first == ["0", "1", "2", "3", "4"]
     assert second[:3] == ["2", "3", "4"]  # resent first, in order
@@ -195,9 +201,7 @@ def busy():
 
 def test_stream_items_refused_for_overload_are_sent_again_after_a_backoff(busy):
     servicer, target = busy
-    with Client(target) as client:
-        results = list(client.embed_stream(([f"t{i}"] for i in range(10)), window=4))
-    assert [int(r.sentence_embedding[0, 0]) for r in results] == list(range(10))
+    stream_in_order(target, 10)
     assert servicer.sends == {str(i): 3 if i % 2 else 1 for i in range(10)}
     assert servicer.streams == 1  # resent on the same stream
 
