@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .estimate import peers_seconds, say
 from .served import (
     bulk_cli,
     concurrent_callers,
@@ -83,6 +84,10 @@ def find_checkpoint(repo: Path, model: str) -> tuple[Path | None, str]:
     return None, f"no PyTorch peers: the checkpoint {source!r} is not here (pass --checkpoint)"
 
 
+def _missing(error: ImportError) -> str:
+    return f"{error.name} is not installed" if error.name else f"cannot import: {error}"
+
+
 def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every way, ``repeats`` rounds; returns the report (see :func:`bench.report`)."""
     from bertserve.client import Client
@@ -90,6 +95,7 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
 
     from .corpus import corpus
 
+    began = time.monotonic()
     threads = settings.threads or len(os.sched_getaffinity(0))
     texts = corpus(settings.texts, seed=settings.seed)
     folders = {v: settings.repo / settings.model / v for v in settings.variants}
@@ -118,14 +124,14 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
     if checkpoint is not None:
         try:
             torch_peer = TorchPeer(checkpoint, threads)
-        except ModuleNotFoundError as error:
-            note = (
-                f"no PyTorch peers: {error.name} is not installed (pip install 'bertserve[export]')"
-            )
+        except ImportError as error:
+            note = f"no PyTorch peers: {_missing(error)} (pip install -e '.[export]')"
         try:
             st_peer = SentenceTransformersPeer(checkpoint, threads)
-        except ModuleNotFoundError as error:
-            notes.append(f"no sentence-transformers peer: {error.name} is not installed")
+        except ImportError as error:
+            notes.append(
+                f"no sentence-transformers peer: {_missing(error)} (pip install -e '.[export]')"
+            )
     if note:
         notes.append(note)
     _, unsorted_cost = padded_batches(lengths, corpus_order)
@@ -184,8 +190,25 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
             ),
         )
 
+    # single short requests: real tweets of about ten tokens
+    short = [t for t, n in zip(texts, lengths, strict=True) if 8 <= n <= 12] or texts[:50]
+    singles = {
+        variant: {
+            "onnxruntime session": peer.embed_one,
+            "bertserve": lambda t, v=variant: client.embed([t], pooling="mean", variant=v),
+        }
+        for variant, peer in onnx_peers.items()
+    }
+    log(
+        f"{len(steps)} ways x {settings.repeats} round(s) over {len(texts):,} texts, then "
+        f"{settings.latency_requests} single requests of {2 * len(singles)} ways and "
+        f"{len(settings.concurrency)} concurrency levels x {settings.sweep_seconds:g} s per "
+        "variant; the estimate follows the first round"
+    )
     reference: np.ndarray | None = None
+    estimated = 0.0
     for round_ in range(settings.repeats):
+        round_started = time.monotonic()
         for way, run in steps:
             started = time.perf_counter()
             vectors, computed = run()
@@ -201,28 +224,34 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
                 f"round {round_ + 1}/{settings.repeats}: {way.name} [{way.variant}] "
                 f"{way.seconds[-1]:.2f} s"
             )
+        if round_ == 0:  # the measured first step: a round, and a few single requests
+            round_seconds = time.monotonic() - round_started
+            probe = [
+                float(np.median(single_requests(call, short, 10)[2:]))
+                for ways_ in singles.values()
+                for call in ways_.values()
+            ]
+            left = peers_seconds(
+                round_seconds=round_seconds,
+                repeats=settings.repeats,
+                single_seconds=probe,
+                latency_requests=settings.latency_requests,
+                sweep_levels=len(settings.concurrency),
+                variants=len(settings.variants),
+                sweep_seconds=settings.sweep_seconds,
+            )
+            so_far = time.monotonic() - began
+            estimated = so_far + left
+            log(f"first round {round_seconds:.1f} s; estimated: {say(left, already=so_far)}")
     if reference is None:
         notes.append("no PyTorch reference: the cosine column is empty")
 
-    # single short requests: real tweets of about ten tokens
-    short = [t for t, n in zip(texts, lengths, strict=True) if 8 <= n <= 12] or texts[:50]
     latencies: list[Latency] = []
-    for variant, peer in onnx_peers.items():
-        single_requests(peer.embed_one, short, 20)
-        latencies.append(
-            latency_of(
-                "onnxruntime session",
-                variant,
-                single_requests(peer.embed_one, short, settings.latency_requests),
-            )
-        )
-        call = lambda t, v=variant: client.embed([t], pooling="mean", variant=v)  # noqa: E731
-        single_requests(call, short, 20)
-        latencies.append(
-            latency_of(
-                "bertserve", variant, single_requests(call, short, settings.latency_requests)
-            )
-        )
+    for variant, ways_ in singles.items():
+        for name, call in ways_.items():
+            single_requests(call, short, 20)
+            times = single_requests(call, short, settings.latency_requests)
+            latencies.append(latency_of(name, variant, times))
         log(f"single requests [{variant}]: done")
     sweep = []
     for variant in settings.variants:
@@ -250,4 +279,6 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
         "latency": [x.as_dict() for x in latencies],
         "sweep": [x.as_dict() for x in sweep],
         "notes": notes,
+        "seconds": round(time.monotonic() - began, 1),
+        "estimated_seconds": round(estimated, 1),  # after the first round
     }
