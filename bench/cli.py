@@ -131,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # what --quick changes (the rest is as without it); options given explicitly always win
-QUICK = {"duration": 1.0, "texts": 128, "repeats": 1, "latency_requests": 50, "sweep_seconds": 1.0}
+QUICK = {"duration": 1.0, "texts": 64, "repeats": 1, "latency_requests": 50, "sweep_seconds": 1.0}
 FULL = {"texts": 1024, "repeats": 3, "latency_requests": 300, "sweep_seconds": 5.0}
 FULL_LATENCY_REQUESTS = 600
 # modules every mode needs from the [bench] extra (the PyTorch peers are optional: [export])
@@ -277,7 +277,7 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
         files.append(args.json)
     print(table)
     print(
-        f"took {result['seconds']:.0f} s (estimated {result['estimated_seconds']:.0f} s after "
+        f"took {result['seconds']:.0f} s (estimated {result['estimated_seconds']:.0f} s before "
         f"the first round); client and server shared this machine's {os.cpu_count()} CPUs"
     )
     print(wrote(files, why_not))

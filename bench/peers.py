@@ -88,6 +88,47 @@ def _missing(error: ImportError) -> str:
     return f"{error.name} is not installed" if error.name else f"cannot import: {error}"
 
 
+def _round_estimate(
+    ways: list[Way],
+    onnx_peers: dict[str, OnnxPeer],
+    torch_peer: TorchPeer | None,
+    st_peer: SentenceTransformersPeer | None,
+    texts: list[str],
+    lengths: list[int],
+) -> float:
+    """Seconds of one round of ``ways``, from the measured step of :mod:`bench.calibrate`."""
+    from . import calibrate
+
+    models = {v: calibrate.session_model(peer, texts, lengths) for v, peer in onnx_peers.items()}
+    base = next(iter(models.values()))
+    order = list(range(len(texts)))
+    unsorted = calibrate.shapes(lengths, padded_batches(lengths, order)[0])
+    by_length = sorted(order, key=lengths.__getitem__)
+    in_order = calibrate.shapes(lengths, padded_batches(lengths, by_length)[0])
+    probes = calibrate.probe_batches(lengths)
+    middle = probes[len(probes) // 2]
+    middle_texts = [texts[i] for i in middle]
+    middle_cost = calibrate.cost(base, calibrate.shapes(lengths, [middle]))
+    rows = list(range(len(middle)))
+    ratio = {  # PyTorch's seconds over the first variant's session on the same batch
+        "PyTorch": torch_peer
+        and calibrate.timed(lambda: torch_peer.embed(middle_texts, rows), 1) / middle_cost,
+        "sentence-transformers": st_peer
+        and calibrate.timed(lambda: st_peer.embed(middle_texts), 1) / middle_cost,
+    }
+    start = calibrate.process_start()
+    total = 0.0
+    for way in ways:
+        kind = way.name.split(",")[0].split(" ")[0]
+        batches = unsorted if way.name.endswith("in corpus order") else in_order
+        if kind in ratio:  # the server and the sessions sort: all but one way compute sorted
+            total += float(ratio[kind] or 0.0) * calibrate.cost(base, batches)
+        else:
+            total += calibrate.cost(models[way.variant], batches)
+            total += start if way.name.startswith("bertserve embed --input") else 0.0
+    return total
+
+
 def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every way, ``repeats`` rounds; returns the report (see :func:`bench.report`)."""
     from bertserve.client import Client
@@ -203,10 +244,33 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
         f"{len(steps)} ways x {settings.repeats} round(s) over {len(texts):,} texts, then "
         f"{settings.latency_requests} single requests of {2 * len(singles)} ways and "
         f"{len(settings.concurrency)} concurrency levels x {settings.sweep_seconds:g} s per "
-        "variant; the estimate follows the first round"
+        "variant; first a measured step for the estimate"
+    )
+    probe = [
+        float(np.median(single_requests(call, short, 10)[2:]))
+        for calls in singles.values()
+        for call in calls.values()
+    ]
+    round_estimate = _round_estimate(ways, onnx_peers, torch_peer, st_peer, texts, lengths)
+
+    def left_after(round_seconds: float, rounds_left: int) -> float:
+        return peers_seconds(
+            round_seconds=round_seconds,
+            repeats=rounds_left + 1,
+            single_seconds=probe,
+            latency_requests=settings.latency_requests,
+            sweep_levels=len(settings.concurrency),
+            variants=len(settings.variants),
+            sweep_seconds=settings.sweep_seconds,
+        )
+
+    so_far = time.monotonic() - began
+    estimated = so_far + left_after(round_estimate, settings.repeats)
+    log(
+        "first step done; estimated: "
+        f"{say(estimated - so_far, already=so_far)} (a round about {round_estimate:.0f} s)"
     )
     reference: np.ndarray | None = None
-    estimated = 0.0
     for round_ in range(settings.repeats):
         round_started = time.monotonic()
         for way, run in steps:
@@ -224,25 +288,13 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
                 f"round {round_ + 1}/{settings.repeats}: {way.name} [{way.variant}] "
                 f"{way.seconds[-1]:.2f} s"
             )
-        if round_ == 0:  # the measured first step: a round, and a few single requests
+        if round_ == 0:  # the estimate again, from a whole round
             round_seconds = time.monotonic() - round_started
-            probe = [
-                float(np.median(single_requests(call, short, 10)[2:]))
-                for ways_ in singles.values()
-                for call in ways_.values()
-            ]
-            left = peers_seconds(
-                round_seconds=round_seconds,
-                repeats=settings.repeats,
-                single_seconds=probe,
-                latency_requests=settings.latency_requests,
-                sweep_levels=len(settings.concurrency),
-                variants=len(settings.variants),
-                sweep_seconds=settings.sweep_seconds,
+            left = left_after(round_seconds, settings.repeats - 1)
+            log(
+                f"first round {round_seconds:.1f} s (estimated {round_estimate:.0f} s); "
+                f"{say(left)} left"
             )
-            so_far = time.monotonic() - began
-            estimated = so_far + left
-            log(f"first round {round_seconds:.1f} s; estimated: {say(left, already=so_far)}")
     if reference is None:
         notes.append("no PyTorch reference: the cosine column is empty")
 
@@ -280,5 +332,5 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
         "sweep": [x.as_dict() for x in sweep],
         "notes": notes,
         "seconds": round(time.monotonic() - began, 1),
-        "estimated_seconds": round(estimated, 1),  # after the first round
+        "estimated_seconds": round(estimated, 1),  # after the first step, before the rounds
     }

@@ -92,8 +92,11 @@ def test_peers_smoke_run_reports_every_way(model_repo, tmp_path):
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "the estimate follows the first round" in run.stdout
-    assert "first round " in run.stdout and "; estimated: about " in run.stdout
+    lines = run.stdout.splitlines()
+    # the estimate comes before the first round, from a measured step
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("first step done; "))
+    assert "estimated: about " in lines[estimate] and " (a round about " in lines[estimate]
+    assert estimate < next(i for i, line in enumerate(lines) if line.startswith("round 1/1: "))
     # every file it says it wrote is there (the PNG: matplotlib is in the test environment)
     named = files_named(run.stdout)
     assert named == [out / "peers.json", out / "peers.md", out / "peers.png"]

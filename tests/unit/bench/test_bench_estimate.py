@@ -72,7 +72,7 @@ def test_quick_is_short_and_explicit_options_win():
     assert quick.duration == 1.0 and quick.requests is None
     peers = parse("--peers", "--quick")
     assert (peers.texts, peers.repeats, peers.latency_requests, peers.sweep_seconds) == (
-        128, 1, 50, 1.0,
+        64, 1, 50, 1.0,
     )  # fmt: skip
     assert peers.concurrency == [1, 8]
     assert parse("--quick", "--requests", "40").duration is None
@@ -108,3 +108,20 @@ def test_the_wrote_line_names_only_files_that_exist(tmp_path):
     )
     with pytest.raises(RuntimeError, match="not written: .*peers.png"):
         cli.wrote([table, tmp_path / "peers.png"])
+
+
+def test_batch_cost_fit_recovers_a_known_model_and_never_goes_negative():
+    from bertserve.bench.calibrate import cost, fit, probe_batches, shapes
+
+    def seconds(n: int, length: int) -> float:
+        return 0.01 + 1e-4 * n * length + 1e-7 * n * length * length
+
+    points = [((8, length), seconds(8, length)) for length in (10, 60, 300)]
+    coef = fit(points)
+    assert coef == pytest.approx([0.01, 1e-4, 1e-7])
+    assert cost(coef, [(32, 40), (32, 120)]) == pytest.approx(seconds(32, 40) + seconds(32, 120))
+    noisy = fit([((8, 10), 0.05), ((8, 60), 0.02), ((8, 300), 0.5)])  # shorter took longer
+    assert (noisy >= 0).all() and cost(noisy, [(8, 10)]) > 0
+    lengths = [5, 40, 7, 300, 12, 9, 60, 18, 22, 11]
+    assert probe_batches(lengths, size=3) == [[0, 2, 5], [4, 7, 8], [1, 6, 3]]
+    assert shapes(lengths, [[0, 3], [1]]) == [(2, 300), (1, 40)]
