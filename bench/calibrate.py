@@ -1,9 +1,10 @@
 """The measured first step of ``bertserve bench --peers``: what one round will take, before it
-runs. The raw onnxruntime session of each variant is timed on three real batches of the corpus
-(its shortest, middle and longest 8 texts) and fitted to the cost of a batch — fixed + per
-token + per token per token of length, as the server's own batcher models it —; PyTorch is timed
-on the middle batch, as a multiple of the session of the first variant; the bulk CLI's process
-start is timed once. Every way's round is then the fitted cost of the batches it computes."""
+runs. Each way that is not bertserve (a raw onnxruntime session per variant, PyTorch,
+sentence-transformers) is timed on three real batches of the corpus (its shortest, middle and
+longest 8 texts), and the times fitted to the cost of a batch: fixed + per token + per token per
+token of length, as the server's own batcher models it. bertserve's ways cost what the session
+of their variant does, and the bulk CLI also a process start, timed once. A way's round is the
+fitted cost of the batches it computes."""
 
 from __future__ import annotations
 
@@ -65,14 +66,19 @@ def probe_batches(lengths: Sequence[int], size: int = 8) -> list[list[int]]:
     return [p for i, p in enumerate(picks) if p and p not in picks[:i]]
 
 
+def batch_model(run: Callable[[list[int]], Any], lengths: Sequence[int]) -> np.ndarray:
+    """The fitted batch cost of a way that embeds a batch of text indices with ``run``, timed
+    on real batches (:func:`probe_batches`)."""
+    points = []
+    for batch in probe_batches(lengths):
+        points.append((shapes(lengths, [batch])[0], timed(lambda b=batch: run(b), 1)))
+    return fit(points)
+
+
 def session_model(peer: Any, texts: Sequence[str], lengths: Sequence[int]) -> np.ndarray:
     """The fitted batch cost of a raw session (an ``OnnxPeer``) on real batches of ``texts``."""
     encodings = peer.tokenizer.encode_batch(list(texts))
-    points = []
-    for batch in probe_batches(lengths):
-        chosen = [encodings[i] for i in batch]
-        points.append((shapes(lengths, [batch])[0], timed(lambda c=chosen: peer.run(c), 1)))
-    return fit(points)
+    return batch_model(lambda batch: peer.run([encodings[i] for i in batch]), lengths)
 
 
 def process_start() -> float:

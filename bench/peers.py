@@ -105,27 +105,22 @@ def _round_estimate(
     unsorted = calibrate.shapes(lengths, padded_batches(lengths, order)[0])
     by_length = sorted(order, key=lengths.__getitem__)
     in_order = calibrate.shapes(lengths, padded_batches(lengths, by_length)[0])
-    probes = calibrate.probe_batches(lengths)
-    middle = probes[len(probes) // 2]
-    middle_texts = [texts[i] for i in middle]
-    middle_cost = calibrate.cost(base, calibrate.shapes(lengths, [middle]))
-    rows = list(range(len(middle)))
-    ratio = {  # PyTorch's seconds over the first variant's session on the same batch
-        "PyTorch": torch_peer
-        and calibrate.timed(lambda: torch_peer.embed(middle_texts, rows), 1) / middle_cost,
-        "sentence-transformers": st_peer
-        and calibrate.timed(lambda: st_peer.embed(middle_texts), 1) / middle_cost,
-    }
+    if torch_peer:  # PyTorch and sentence-transformers fitted on the same batches
+        models["PyTorch"] = calibrate.batch_model(
+            lambda batch: torch_peer.embed(texts, batch), lengths
+        )
+    if st_peer:
+        models["sentence-transformers"] = calibrate.batch_model(
+            lambda batch: st_peer.embed([texts[i] for i in batch]), lengths
+        )
     start = calibrate.process_start()
     total = 0.0
     for way in ways:
         kind = way.name.split(",")[0].split(" ")[0]
+        # the server and the sessions sort: all but one way compute sorted batches
         batches = unsorted if way.name.endswith("in corpus order") else in_order
-        if kind in ratio:  # the server and the sessions sort: all but one way compute sorted
-            total += float(ratio[kind] or 0.0) * calibrate.cost(base, batches)
-        else:
-            total += calibrate.cost(models[way.variant], batches)
-            total += start if way.name.startswith("bertserve embed --input") else 0.0
+        total += calibrate.cost(models.get(kind, models.get(way.variant, base)), batches)
+        total += start if way.name.startswith("bertserve embed --input") else 0.0
     return total
 
 
