@@ -19,13 +19,16 @@ def load_seconds(
 ) -> tuple[float, bool]:
     """The load generator's measuring time: ``settings`` are (variant, length, batch,
     concurrency); ``per_request`` the measured seconds of one request of (variant, length,
-    batch) from a single caller. With ``seconds`` per setting the figure is close; with
-    ``requests`` per setting it is an upper bound (callers at once finish sooner unless the
-    server is saturated), flagged by the second value."""
+    batch) from a single caller. With ``seconds`` per setting the figure is close (a setting
+    also waits for the requests still in flight at its end: at most one per caller, answered
+    one after another by a busy server); with ``requests`` per setting it is an upper bound
+    (callers at once finish sooner unless the server is saturated), flagged by the second
+    value."""
     total = 0.0
-    for variant, length, batch, _ in settings:
+    for variant, length, batch, callers in settings:
         one = per_request[(variant, length, batch)]
-        total += warmup * one + (seconds if seconds is not None else (requests or 0) * one)
+        measuring = seconds + callers * one if seconds is not None else (requests or 0) * one
+        total += warmup * one + measuring
     return total, seconds is None
 
 

@@ -15,11 +15,13 @@ from bertserve.bench.estimate import (
 from bertserve.client.cli import build_parser, main
 
 
-def test_load_estimate_is_seconds_per_setting_plus_measured_warmups():
+def test_load_estimate_is_seconds_per_setting_plus_measured_warmups_and_tails():
     per_request = {("fp32-opt", 16, 1): 0.01, ("fp32-opt", 128, 1): 0.1}
     settings = [("fp32-opt", 16, 1, 1), ("fp32-opt", 16, 1, 8), ("fp32-opt", 128, 1, 1)]
     seconds, upper = load_seconds(settings, per_request, seconds=2.0, requests=None, warmup=3)
-    assert seconds == pytest.approx(3 * 2.0 + 3 * (0.01 + 0.01 + 0.1)) and not upper
+    # each setting: its seconds, the warm-up, and the last request of each caller in flight
+    tails = 1 * 0.01 + 8 * 0.01 + 1 * 0.1
+    assert seconds == pytest.approx(3 * 2.0 + 3 * (0.01 + 0.01 + 0.1) + tails) and not upper
 
 
 def test_load_estimate_by_request_count_is_an_upper_bound_from_one_caller():
