@@ -229,9 +229,15 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
             file=sys.stderr,
         )
         return 2
-    model = (
-        args.model or sorted(p.parent.parent.name for p in args.repo.glob("*/*/manifest.json"))[0]
-    )
+    models = sorted({p.parent.parent.name for p in args.repo.glob("*/*/manifest.json")})
+    if not args.model and len(models) != 1:
+        print(
+            f"bertserve bench: {args.repo} holds {len(models)} models "
+            f"({', '.join(models) or 'none'}); name the one to measure with --model",
+            file=sys.stderr,
+        )
+        return 2
+    model = args.model or models[0]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [
         v for v in DEFAULT_VARIANTS if (args.repo / model / v / "manifest.json").is_file()
     ]
