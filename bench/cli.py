@@ -23,10 +23,14 @@ With --peers: every way to the same sentence vectors side by side on one corpus 
 threads (PyTorch, sentence-transformers, a raw onnxruntime session per variant, bertserve over \
 gRPC and the bulk CLI), then single short requests and a sweep of concurrent callers; \
 missing peers are skipped with a note. --latency runs only that last part.
+Every mode says how long it will take, from a measured first step, before the bulk of the \
+work; --quick runs a short version (seconds, not minutes) on the same real texts.
 """
 
 EXAMPLES = """\
 examples:
+  bertserve bench --quick --repo models
+  bertserve bench --peers --quick --repo models --out bench-results
   bertserve bench --repo models --variants fp32-opt,int8 --lengths 16,128 --concurrency 1,8 \
 --duration 5
   bertserve bench --target 127.0.0.1:50051 --model minilm --lengths 16 --concurrency 1,4,16 \
@@ -73,6 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="callers at once, e.g. 1,8,32 (default: 1,8; --peers 1,4,16,64; --latency 1,64)",
     )
     bench.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    bench.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run (seconds, not minutes) on the same real texts: 1 s per setting; "
+        f"--peers: {QUICK['texts']} texts, 1 round, {QUICK['latency_requests']} single "
+        "requests, 1 s per concurrency level of 1,8 (options given explicitly still win)",
+    )
     loadgen = bench.add_argument_group("load generator (without --peers)")
     loadgen.add_argument(
         "--batch-sizes",
@@ -88,7 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     stop = loadgen.add_mutually_exclusive_group()
     stop.add_argument(
-        "--duration", type=float, default=None, help="seconds per setting (default: 10)"
+        "--duration", type=float, default=None, help="seconds per setting (default: 10; --quick 1)"
     )
     stop.add_argument(
         "--requests", type=int, default=None, help="requests per setting (default: --duration)"
@@ -105,16 +116,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="only single short requests (raw session, bertserve, a gRPC echo floor) and the "
         "callers sweep (default --concurrency 1,64)",
     )
-    side.add_argument("--texts", type=int, default=1024, help="corpus size (default 1024)")
-    side.add_argument("--repeats", type=int, default=3, help="rounds; medians are quoted")
+    side.add_argument("--texts", type=int, help="corpus size (default: 1024; --quick 128)")
+    side.add_argument("--repeats", type=int, help="rounds; medians are quoted (default: 3)")
     side.add_argument("--checkpoint", type=Path, help="PyTorch checkpoint (default: the source)")
-    side.add_argument("--latency-requests", type=int, default=300, help="single requests")
-    side.add_argument("--sweep-seconds", type=float, default=5.0, help="per concurrency level")
+    side.add_argument(
+        "--latency-requests", type=int, help="single requests (default: 300, --latency 600)"
+    )
+    side.add_argument("--sweep-seconds", type=float, help="per concurrency level (default: 5)")
     side.add_argument("--threads", type=int, default=0, help="threads of every way (0: CPUs)")
     side.add_argument(
         "--out", type=Path, default=Path("bench-results"), help="folder for JSON, .md and .png"
     )
     bench.set_defaults(run=run_bench, extra="bench")
+
+
+# what --quick changes (the rest is as without it); options given explicitly always win
+QUICK = {"duration": 1.0, "texts": 64, "repeats": 1, "latency_requests": 50, "sweep_seconds": 1.0}
+FULL = {"texts": 1024, "repeats": 3, "latency_requests": 300, "sweep_seconds": 5.0}
+FULL_LATENCY_REQUESTS = 600
+# modules every mode needs from the [bench] extra (the PyTorch peers are optional: [export])
+NEEDED = ("onnxruntime", "tokenizers")
+BENCH_HINT = "pip install -e '.[bench]' (in this repository)"
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the options left unset: --quick's short run, or the full one."""
+    for name, full in FULL.items():
+        if getattr(args, name) is None:
+            quick = QUICK.get(name, full)
+            if name == "latency_requests" and args.latency and not args.quick:
+                full = FULL_LATENCY_REQUESTS
+            setattr(args, name, quick if args.quick else full)
+    if args.quick and args.duration is None and args.requests is None:
+        args.duration = QUICK["duration"]
+    if args.quick and args.concurrency is None and (args.peers or args.latency):
+        args.concurrency = [1, 8]
+    return args
+
+
+def missing_modules(names: tuple[str, ...] = NEEDED) -> list[str]:
+    """Which of ``names`` cannot be imported here."""
+    import importlib.util
+
+    return [name for name in names if importlib.util.find_spec(name) is None]
 
 
 def _free_port() -> int:
@@ -124,6 +168,28 @@ def _free_port() -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """``bertserve bench``: a missing module or a server that does not start is said in one
+    line with its fix, not a traceback."""
+    resolve(args)
+    needed = NEEDED if (args.peers or args.latency) else ()
+    missing = missing_modules(needed)
+    if missing:
+        print(
+            f"bertserve bench: needs {', '.join(missing)}: {BENCH_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return _run(args)
+    except ModuleNotFoundError as error:
+        print(f"bertserve bench: needs {error.name}: {BENCH_HINT}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # the server did not start, a peer failed: its own words
+        print(f"bertserve bench: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from bertserve.client.channel import default_target
 
     from .load import cpu_description
@@ -136,6 +202,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
     target = None if args.repo else (args.target or default_target())
     return run_load(args, cpu, target)
+
+
+def wrote(paths: list[Path], why_not: str = "") -> str:
+    """The line naming the files written (each one checked), and why one was not."""
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise RuntimeError(f"these files were not written: {', '.join(absent)}")
+    return f"wrote {', '.join(str(p) for p in paths)}" + (f" ({why_not})" if why_not else "")
 
 
 def _run_peers(args: argparse.Namespace, cpu: str) -> int:
@@ -161,6 +235,11 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [
         v for v in DEFAULT_VARIANTS if (args.repo / model / v / "manifest.json").is_file()
     ]
+    if not missing_modules(("matplotlib",)):  # its import takes seconds: before the estimate
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
     metrics_port = _free_port()
     extra = ["--metrics-port", str(metrics_port), *args.server_arg]
     if args.latency:
@@ -184,19 +263,24 @@ def _run_peers(args: argparse.Namespace, cpu: str) -> int:
     result["cpu"] = cpu
     args.out.mkdir(parents=True, exist_ok=True)
     table = report.markdown(result)
-    (args.out / "peers.json").write_text(json.dumps(result, indent=2))
-    (args.out / "peers.md").write_text(table)
-    try:
+    files = [args.out / "peers.json", args.out / "peers.md"]
+    files[0].write_text(json.dumps(result, indent=2))
+    files[1].write_text(table)
+    why_not = ""
+    if missing_modules(("matplotlib",)):
+        why_not = f"no peers.png: matplotlib is not installed; {BENCH_HINT}"
+    else:
         report.plot(result, args.out / "peers.png")
-    except ModuleNotFoundError:
-        print("no plot: pip install matplotlib (the [bench] extra)", file=sys.stderr)
+        files.append(args.out / "peers.png")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+        files.append(args.json)
     print(table)
     print(
-        f"wrote {args.out}/peers.json, peers.md and peers.png "
-        f"(client and server share this machine's {os.cpu_count()} CPUs)"
+        f"took {result['seconds']:.0f} s (estimated {result['estimated_seconds']:.0f} s before "
+        f"the first round); client and server shared this machine's {os.cpu_count()} CPUs"
     )
+    print(wrote(files, why_not))
     return 0
 
 
@@ -221,14 +305,17 @@ def _run_latency(
     result["cpu"] = cpu
     args.out.mkdir(parents=True, exist_ok=True)
     table = latency.markdown(result)
-    (args.out / "latency.json").write_text(json.dumps(result, indent=2))
-    (args.out / "latency.md").write_text(table)
+    files = [args.out / "latency.json", args.out / "latency.md"]
+    files[0].write_text(json.dumps(result, indent=2))
+    files[1].write_text(table)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+        files.append(args.json)
     print(table)
     print(cpu)
     print(
-        f"wrote {args.out}/latency.json and latency.md (client and servers share this "
-        f"machine's {os.cpu_count()} CPUs: compare figures within one run only)"
+        f"client and servers shared this machine's {os.cpu_count()} CPUs: compare figures "
+        "within one run only"
     )
+    print(wrote(files))
     return 0

@@ -103,13 +103,24 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float]:
 
 
 def interleaved(
-    ways: dict[str, Callable[[str], Any]], texts: Sequence[str], requests: int
+    ways: dict[str, Callable[[str], Any]],
+    texts: Sequence[str],
+    requests: int,
+    on_warm: Callable[[float], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds of each of ``requests`` single calls per way, the ways taking turns."""
+    """Seconds of each of ``requests`` single calls per way, the ways taking turns.
+    ``on_warm(seconds)``: told, once warm, what one turn of every way takes."""
     times: dict[str, list[float]] = {name: [] for name in ways}
+    turn = 0.0
     for call in ways.values():  # warm: first calls load and allocate
+        warm = []
         for text in texts[:20]:
+            started = time.perf_counter()
             call(text)
+            warm.append(time.perf_counter() - started)
+        turn += sorted(warm[5:] or warm)[len(warm[5:] or warm) // 2]
+    if on_warm:
+        on_warm(turn)
     per_block = max(1, requests // BLOCKS)
     done = 0
     while done < requests:
@@ -142,7 +153,24 @@ def run_latency(settings: LatencySettings, log: Callable[[str], None] = print) -
     import grpc
     from bertserve.client import Client
 
-    from .peers import OnnxPeer, concurrent_callers
+    from .estimate import latency_seconds, say
+    from .served import concurrent_callers
+    from .ways import OnnxPeer
+
+    began = time.monotonic()
+
+    def estimate(turn: float) -> None:
+        left = latency_seconds(
+            round_seconds=turn,
+            requests=settings.requests,
+            variants=len(settings.variants),
+            sweep_levels=len(settings.concurrency),
+            sweep_seconds=settings.sweep_seconds,
+        )
+        log(
+            f"one turn of every way {turn * 1000:.1f} ms; estimated: "
+            f"{say(left, already=time.monotonic() - began)}"
+        )
 
     threads = settings.threads or len(os.sched_getaffinity(0))
     short = short_texts(settings.repo / settings.model / settings.variants[0])
@@ -164,7 +192,8 @@ def run_latency(settings: LatencySettings, log: Callable[[str], None] = print) -
                     ),
                     "grpc.aio echo server (the floor)": lambda t: echo(t.encode()),
                 }
-                times = interleaved(ways, short, settings.requests)
+                first = variant == settings.variants[0]
+                times = interleaved(ways, short, settings.requests, estimate if first else None)
                 for name, seconds in times.items():
                     rows.append({"way": name, "variant": variant, **_percentiles(seconds)})
                 log(f"single requests [{variant}]: done")

@@ -47,18 +47,28 @@ def cpu_description() -> str:
 def exact_length_texts(client: Any, length: int, count: int, model: str | None) -> list[str]:
     """``count`` real texts of exactly ``length`` tokens ([CLS] and [SEP] included): word
     prefixes of the corpus's news paragraphs (then tweets), one per source text, that the
-    server's own tokenizer cuts into that many tokens (repeated if the corpus has too few)."""
+    server's own tokenizer cuts into that many tokens (repeated if the corpus has too few).
+
+    Two Tokenize calls per 64 source texts: their whole lengths, then, for those long enough,
+    the few prefixes around the share of words the length asks for (tokens grow with words)."""
     from .corpus import news_paragraphs, tweets
 
     found: list[str] = []
     for source in (news_paragraphs(), tweets()):
-        for start in range(0, len(source), 8):
-            # a word is one token or more: the prefix of the right length has fewer words
-            prefixes = [
-                [" ".join(text.split()[:k]) for k in range(max(1, length // 3), length - 1)]
-                for text in source[start : start + 8]
-            ]
-            flat = [p for group in prefixes for p in group if p]
+        for start in range(0, len(source), 64):
+            chunk = [text for text in source[start : start + 64] if text.split()]
+            whole = client.tokenize(chunk, model=model, truncate=True)
+            prefixes = []
+            for text, encoding in zip(chunk, whole, strict=True):
+                words, tokens = text.split(), len(encoding.input_ids)
+                if tokens < length:
+                    continue
+                guess = round(len(words) * (length - 2) / max(1, tokens - 2))
+                ks = range(
+                    max(1, guess - PREFIX_SPREAD), min(len(words), guess + PREFIX_SPREAD) + 1
+                )
+                prefixes.append([" ".join(words[:k]) for k in ks])
+            flat = [p for group in prefixes for p in group]
             if not flat:
                 continue
             encodings = client.tokenize(flat, model=model, truncate=True)
@@ -67,7 +77,7 @@ def exact_length_texts(client: Any, length: int, count: int, model: str | None) 
                 for text, e in zip(flat, encodings, strict=True)
             }
             for group in prefixes:
-                exact = next((p for p in group if p and sizes[p] == length), None)
+                exact = next((p for p in group if sizes[p] == length), None)
                 if exact:
                     found.append(exact)
                     if len(found) == count:
@@ -75,6 +85,10 @@ def exact_length_texts(client: Any, length: int, count: int, model: str | None) 
     if not found:
         raise ValueError(f"no text of the corpus is {length} tokens long")
     return (found * (count // len(found) + 1))[:count]
+
+
+# prefixes tried on each side of the guessed number of words
+PREFIX_SPREAD = 4
 
 
 @dataclass
@@ -106,24 +120,58 @@ class Figures:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
+def _kwargs(model: str | None, variant: str, output: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"variant": variant or None, "model": model}
+    if output == "tokens":
+        kwargs["output"] = "tokens"
+    return kwargs
+
+
+def prepare(
+    target: str, model: str | None, settings: list[Setting], output: str
+) -> tuple[dict[int, list[str]], dict[tuple[str, int, int], float]]:
+    """The measured first step: texts of each length (one pool per length, shared by the
+    settings), then the seconds of one request of each (variant, length, batch) from a single
+    caller (the median of three, after one that loads and allocates)."""
+    from bertserve.client import Client
+
+    count = max(64, 4 * max(s.batch for s in settings))
+    per_request: dict[tuple[str, int, int], float] = {}
+    with Client(target, timeout=120) as client:
+        pools = {
+            length: exact_length_texts(client, length, count, model)
+            for length in dict.fromkeys(s.length for s in settings)
+        }
+        for setting in settings:
+            key = (setting.variant, setting.length, setting.batch)
+            if key in per_request:
+                continue
+            kwargs = _kwargs(model, setting.variant, output)
+            times = []
+            for i in range(4):
+                started = time.perf_counter()
+                client.embed(pools[setting.length][i : i + setting.batch], **kwargs)
+                times.append(time.perf_counter() - started)
+            per_request[key] = float(np.median(times[1:]))
+    return pools, per_request
+
+
 async def run_setting(
     target: str,
     model: str | None,
     setting: Setting,
+    pool: list[str],
     *,
     duration: float | None,
     count: int | None,
     warmup: int,
     output: str,
 ) -> Figures:
-    """Closed-loop load: ``concurrency`` workers each sending the next request when answered."""
-    from bertserve.client import AsyncClient, BertserveError, Client
+    """Closed-loop load: ``concurrency`` workers each sending the next request when answered,
+    texts drawn from ``pool`` (texts of exactly ``setting.length`` tokens)."""
+    from bertserve.client import AsyncClient, BertserveError
 
-    with Client(target, timeout=120) as client:
-        pool = exact_length_texts(client, setting.length, max(64, setting.batch * 4), model)
-    kwargs: dict[str, Any] = {"variant": setting.variant or None, "model": model}
-    if output == "tokens":
-        kwargs["output"] = "tokens"
+    kwargs = _kwargs(model, setting.variant, output)
     latencies: list[float] = []
     state = {"sent": 0, "errors": 0, "sequences": 0, "tokens": 0, "first_error": ""}
     async with AsyncClient(target, timeout=120) as client:
@@ -236,7 +284,10 @@ def started_server(repo: Path, extra: list[str]) -> Iterator[str]:
 
 
 def run_load(args: Any, cpu: str, target: str | None) -> int:
-    """The load generator's part of ``bertserve bench``: every setting, then the table."""
+    """The load generator's part of ``bertserve bench``: the plan and what it will take, every
+    setting with the time left, then the table."""
+    from .estimate import load_seconds, rescaled, say
+
     duration = args.duration if args.duration or args.requests else 10.0
     if (duration is not None and duration <= 0) or (
         args.requests is not None and args.requests < 1
@@ -244,32 +295,69 @@ def run_load(args: Any, cpu: str, target: str | None) -> int:
         print("bertserve bench: --duration and --requests must be positive", file=sys.stderr)
         return 2
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or [""]
+    concurrency = args.concurrency or (1, 8)
     settings = [
-        Setting(variant, length, batch, concurrency)
+        Setting(variant, length, batch, callers)
         for length in args.lengths
         for batch in args.batch_sizes
-        for concurrency in args.concurrency or (1, 8)
+        for callers in concurrency
         for variant in variants
     ]
+    each = f"{duration:g} s" if duration else f"{args.requests} requests"
+    print(
+        f"{len(settings)} settings ({len(variants)} variant(s) x {len(args.lengths)} length(s) "
+        f"x {len(args.batch_sizes)} batch size(s) x {len(concurrency)} concurrency level(s)), "
+        f"{each} each"
+        + (f": {duration * len(settings):g} s of measuring" if duration else "")
+        + "; the estimate follows a measured first step",
+        flush=True,
+    )
+    began = time.monotonic()
 
     def measure(target: str) -> list[tuple[Setting, Figures]]:
+        pools, per_request = prepare(target, args.model, settings, args.output)
+        step = time.monotonic() - began
+        seconds = duration if not args.requests else None
+        parts = [
+            load_seconds(
+                [(s.variant, s.length, s.batch, s.concurrency)],
+                per_request,
+                seconds=seconds,
+                requests=args.requests,
+                warmup=args.warmup,
+            )[0]
+            for s in settings
+        ]
+        upper = seconds is None
         print(
-            f"target {target}; {len(settings)} settings, "
-            + (f"{duration:g} s each" if duration else f"{args.requests} requests each"),
+            f"target {target}; first step {step:.1f} s (server, texts, one request of each "
+            f"kind); estimated: {say(sum(parts), upper=upper, already=step)}",
             flush=True,
         )
         rows = []
-        for setting in settings:
+        actual = 0.0
+        for index, setting in enumerate(settings):
+            started = time.monotonic()
             figures = asyncio.run(
                 run_setting(
                     target,
                     args.model,
                     setting,
+                    pools[setting.length],
                     duration=duration if not args.requests else None,
                     count=args.requests,
                     warmup=args.warmup,
                     output=args.output,
                 )
+            )
+            actual += time.monotonic() - started
+            left = rescaled(sum(parts[index + 1 :]), actual, sum(parts[: index + 1]))
+            print(
+                f"[{index + 1}/{len(settings)}] {setting.variant or 'default'} "
+                f"{setting.length} tokens x {setting.batch}, {setting.concurrency} caller(s): "
+                f"{figures.rps:.1f} requests/s"
+                + (f"; {say(left)} left" if index + 1 < len(settings) else ""),
+                flush=True,
             )
             if figures.first_error:
                 print(f"  {setting}: {figures.errors} errors, first: {figures.first_error}")
@@ -284,8 +372,8 @@ def run_load(args: Any, cpu: str, target: str | None) -> int:
     print(format_table(rows))
     print(cpu)
     print(
-        f"client and server share this machine ({os.cpu_count()} CPUs): compare figures "
-        "within one run only"
+        f"took {time.monotonic() - began:.1f} s; client and server share this machine "
+        f"({os.cpu_count()} CPUs): compare figures within one run only"
     )
     if args.json:
         report = {
@@ -296,4 +384,5 @@ def run_load(args: Any, cpu: str, target: str | None) -> int:
             ],
         }
         args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
     return 1 if any(f.requests == 0 for _, f in rows) else 0

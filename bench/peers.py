@@ -14,311 +14,36 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-BATCH = 32  # what a user's own loop would send
-CALLERS = 8
-
-
-@dataclass
-class Way:
-    """One way of computing the corpus's vectors and what it took, round by round."""
-
-    name: str
-    variant: str
-    seconds: list[float] = field(default_factory=list)
-    texts: int = 0
-    tokens: int = 0  # real tokens of the corpus
-    computed: list[int] = field(default_factory=list)  # padded tokens computed, per round
-    cosine: float | None = None  # worst cosine to PyTorch's vectors
-    note: str = ""
-
-    @property
-    def median_s(self) -> float:
-        return float(np.median(self.seconds)) if self.seconds else float("nan")
-
-    @property
-    def sentences_per_s(self) -> float:
-        return self.texts / self.median_s if self.seconds else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.median_s if self.seconds else 0.0
-
-    @property
-    def padding(self) -> float | None:
-        """Computed tokens over real tokens (1.0: no padding computed)."""
-        return float(np.median(self.computed)) / self.tokens if self.computed else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            **asdict(self),
-            "median_s": self.median_s,
-            "sentences_per_s": self.sentences_per_s,
-            "tokens_per_s": self.tokens_per_s,
-            "padding": self.padding,
-        }
-
-
-@dataclass
-class Latency:
-    """Closed-loop latency of single short requests."""
-
-    name: str
-    variant: str
-    callers: int
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int = 0
-
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "requests_per_s": self.requests_per_s}
-
-
-def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(batch, seq, hidden) and (batch, seq) -> (batch, hidden) float32."""
-    weights = mask[..., None].astype(np.float32)
-    return (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
-
-
-def worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return float(cos.min())
-
-
-def padded_batches(lengths: Sequence[int], order: Sequence[int]) -> tuple[list[list[int]], int]:
-    """Batches of ``BATCH`` in ``order`` and the tokens they compute padded."""
-    batches = [list(order[i : i + BATCH]) for i in range(0, len(order), BATCH)]
-    return batches, sum(len(b) * max(lengths[i] for i in b) for b in batches)
-
-
-# -- the peers ---------------------------------------------------------------------------------
-
-
-class TorchPeer:
-    """transformers' BertModel on the CPU with the bench's threads, mean pooling."""
-
-    def __init__(self, checkpoint: Path, threads: int) -> None:
-        import torch
-        from transformers import AutoTokenizer, BertModel
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
-        self.model = BertModel.from_pretrained(str(checkpoint)).eval()
-        self.max_length = min(512, self.model.config.max_position_embeddings)
-
-    def embed(self, texts: Sequence[str], order: Sequence[int]) -> np.ndarray:
-        out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with self.torch.inference_mode():
-            for start in range(0, len(order), BATCH):
-                batch = list(order[start : start + BATCH])
-                inputs = self.tokenizer(
-                    [texts[i] for i in batch],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                )
-                hidden = self.model(**inputs).last_hidden_state.numpy()
-                out[batch] = mean_pool(hidden, inputs["attention_mask"].numpy())
-        return out
-
-
-class SentenceTransformersPeer:
-    """sentence-transformers' ``encode(batch_size=32)`` (it sorts by length itself)."""
-
-    def __init__(self, checkpoint: Path, threads: int) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        torch.set_num_threads(threads)
-        self.model = SentenceTransformer(str(checkpoint), device="cpu")
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=BATCH, show_progress_bar=False)
-
-
-class OnnxPeer:
-    """A raw onnxruntime session on one variant's model.onnx, as a user would write it:
-    ``tokenizers`` without padding, sorted batches, only ``last_hidden_state`` fetched."""
-
-    def __init__(self, folder: Path, threads: int) -> None:
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(512)
-
-    def run(self, encodings: list[Any]) -> np.ndarray:
-        longest = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), longest), dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, encoding in enumerate(encodings):
-            ids[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = 1
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        (hidden,) = self.session.run(["last_hidden_state"], feeds)
-        return mean_pool(hidden, mask)
-
-    def embed(self, texts: Sequence[str], order: Sequence[int]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        out = None
-        for start in range(0, len(order), BATCH):
-            batch = list(order[start : start + BATCH])
-            vectors = self.run([encodings[i] for i in batch])
-            if out is None:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[batch] = vectors
-        assert out is not None
-        return out
-
-    def embed_one(self, text: str) -> np.ndarray:
-        return self.run([self.tokenizer.encode(text)])
-
-
-# -- bertserve ---------------------------------------------------------------------------------
-
-
-def server_tokens(metrics_url: str | None, label: str) -> tuple[int, int] | None:
-    """(real, padding) tokens the server computed so far for ``label`` ("model/variant")."""
-    if not metrics_url:
-        return None
-    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    counts = {"real": 0.0, "padding": 0.0}
-    for line in text.splitlines():
-        if line.startswith("bertserve_tokens_total{") and f'model="{label}"' in line:
-            kind = "real" if 'kind="real"' in line else "padding"
-            counts[kind] += float(line.rsplit(" ", 1)[1])
-    return int(counts["real"]), int(counts["padding"])
-
-
-def one_call(client: Any, texts: Sequence[str], variant: str) -> tuple[np.ndarray, int]:
-    result = client.embed(list(texts), pooling="mean", variant=variant, timeout=3600)
-    return result.sentence_embedding, int(result.timing.computed_tokens)
-
-
-def many_callers(client: Any, texts: Sequence[str], variant: str) -> tuple[np.ndarray, int]:
-    """``CALLERS`` threads, each sending its share of the corpus-order batches of 32."""
-    batches = [list(range(i, min(i + BATCH, len(texts)))) for i in range(0, len(texts), BATCH)]
-    shares = [batches[k::CALLERS] for k in range(CALLERS)]
-    out: list[np.ndarray | None] = [None] * len(texts)
-    computed = [0] * CALLERS
-
-    def caller(k: int) -> None:
-        for batch in shares[k]:
-            result = client.embed([texts[i] for i in batch], pooling="mean", variant=variant)
-            for row, i in enumerate(batch):
-                out[i] = result.sentence_embedding[row]
-            computed[k] += int(result.timing.computed_tokens)
-
-    with ThreadPoolExecutor(CALLERS) as pool:
-        list(pool.map(caller, range(CALLERS)))
-    return np.stack(out), sum(computed)  # type: ignore[arg-type]
-
-
-def bulk_cli(target: str, corpus_file: Path, variant: str, workdir: Path) -> np.ndarray:
-    """``bertserve embed --input FILE --output X.npy``, as a user runs it."""
-    output = workdir / f"bulk-{variant}.npy"
-    output.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "bertserve.client.cli", "embed", "--input", str(corpus_file)]
-    command += ["--output", str(output), "--target", target, "--variant", variant]
-    command += ["--pooling", "mean", "--no-progress"]
-    run = subprocess.run(command, capture_output=True, text=True)
-    if run.returncode:
-        raise RuntimeError(f"the bulk CLI failed: {run.stderr[-2000:]}")
-    return np.load(output)
-
-
-def single_requests(call: Callable[[str], Any], texts: Sequence[str], count: int) -> list[float]:
-    """Seconds of ``count`` requests in a row, one short text each."""
-    times = []
-    for i in range(count):
-        started = time.perf_counter()
-        call(texts[i % len(texts)])
-        times.append(time.perf_counter() - started)
-    return times
-
-
-async def concurrent_callers(
-    target: str, texts: Sequence[str], variant: str, callers: int, duration: float
-) -> Latency:
-    """``callers`` closed-loop callers of one short text each, for ``duration`` seconds."""
-    from bertserve.client import AsyncClient, BertserveError
-
-    latencies: list[float] = []
-    errors = 0
-    async with AsyncClient(target, timeout=120) as client:
-        await client.embed([texts[0]], pooling="mean", variant=variant)
-        end = time.perf_counter() + duration
-
-        async def caller(k: int) -> None:
-            nonlocal errors
-            i = k
-            while time.perf_counter() < end:
-                started = time.perf_counter()
-                try:
-                    await client.embed([texts[i % len(texts)]], pooling="mean", variant=variant)
-                except BertserveError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                i += callers
-
-        started = time.perf_counter()
-        await asyncio.gather(*(caller(k) for k in range(callers)))
-        seconds = time.perf_counter() - started
-    ms = np.asarray(latencies or [0.0]) * 1000
-    return Latency(
-        "bertserve",
-        variant,
-        callers,
-        len(latencies),
-        seconds,
-        float(np.percentile(ms, 50)),
-        float(np.percentile(ms, 99)),
-        errors,
-    )
-
-
-def latency_of(name: str, variant: str, times: list[float]) -> Latency:
-    ms = np.asarray(times) * 1000
-    return Latency(
-        name,
-        variant,
-        1,
-        len(times),
-        float(sum(times)),
-        float(np.percentile(ms, 50)),
-        float(np.percentile(ms, 99)),
-    )
-
+from .estimate import peers_seconds, say
+from .served import (
+    bulk_cli,
+    concurrent_callers,
+    latency_of,
+    many_callers,
+    one_call,
+    server_tokens,
+    single_requests,
+)
+from .ways import (
+    BATCH,
+    CALLERS,
+    Latency,
+    OnnxPeer,
+    SentenceTransformersPeer,
+    TorchPeer,
+    Way,
+    padded_batches,
+    worst_cosine,
+)
 
 # -- the run -----------------------------------------------------------------------------------
 
@@ -359,6 +84,46 @@ def find_checkpoint(repo: Path, model: str) -> tuple[Path | None, str]:
     return None, f"no PyTorch peers: the checkpoint {source!r} is not here (pass --checkpoint)"
 
 
+def _missing(error: ImportError) -> str:
+    return f"{error.name} is not installed" if error.name else f"cannot import: {error}"
+
+
+def _round_estimate(
+    ways: list[Way],
+    onnx_peers: dict[str, OnnxPeer],
+    torch_peer: TorchPeer | None,
+    st_peer: SentenceTransformersPeer | None,
+    texts: list[str],
+    lengths: list[int],
+) -> float:
+    """Seconds of one round of ``ways``, from the measured step of :mod:`bench.calibrate`."""
+    from . import calibrate
+
+    models = {v: calibrate.session_model(peer, texts, lengths) for v, peer in onnx_peers.items()}
+    base = next(iter(models.values()))
+    order = list(range(len(texts)))
+    unsorted = calibrate.shapes(lengths, padded_batches(lengths, order)[0])
+    by_length = sorted(order, key=lengths.__getitem__)
+    in_order = calibrate.shapes(lengths, padded_batches(lengths, by_length)[0])
+    if torch_peer:  # PyTorch and sentence-transformers fitted on the same batches
+        models["PyTorch"] = calibrate.batch_model(
+            lambda batch: torch_peer.embed(texts, batch), lengths
+        )
+    if st_peer:
+        models["sentence-transformers"] = calibrate.batch_model(
+            lambda batch: st_peer.embed([texts[i] for i in batch]), lengths
+        )
+    start = calibrate.process_start()
+    total = 0.0
+    for way in ways:
+        kind = way.name.split(",")[0].split(" ")[0]
+        # the server and the sessions sort: all but one way compute sorted batches
+        batches = unsorted if way.name.endswith("in corpus order") else in_order
+        total += calibrate.cost(models.get(kind, models.get(way.variant, base)), batches)
+        total += start if way.name.startswith("bertserve embed --input") else 0.0
+    return total
+
+
 def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every way, ``repeats`` rounds; returns the report (see :func:`bench.report`)."""
     from bertserve.client import Client
@@ -366,6 +131,7 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
 
     from .corpus import corpus
 
+    began = time.monotonic()
     threads = settings.threads or len(os.sched_getaffinity(0))
     texts = corpus(settings.texts, seed=settings.seed)
     folders = {v: settings.repo / settings.model / v for v in settings.variants}
@@ -394,14 +160,14 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
     if checkpoint is not None:
         try:
             torch_peer = TorchPeer(checkpoint, threads)
-        except ModuleNotFoundError as error:
-            note = (
-                f"no PyTorch peers: {error.name} is not installed (pip install 'bertserve[export]')"
-            )
+        except ImportError as error:
+            note = f"no PyTorch peers: {_missing(error)} (pip install -e '.[export]')"
         try:
             st_peer = SentenceTransformersPeer(checkpoint, threads)
-        except ModuleNotFoundError as error:
-            notes.append(f"no sentence-transformers peer: {error.name} is not installed")
+        except ImportError as error:
+            notes.append(
+                f"no sentence-transformers peer: {_missing(error)} (pip install -e '.[export]')"
+            )
     if note:
         notes.append(note)
     _, unsorted_cost = padded_batches(lengths, corpus_order)
@@ -460,8 +226,48 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
             ),
         )
 
+    # single short requests: real tweets of about ten tokens
+    short = [t for t, n in zip(texts, lengths, strict=True) if 8 <= n <= 12] or texts[:50]
+    singles = {
+        variant: {
+            "onnxruntime session": peer.embed_one,
+            "bertserve": lambda t, v=variant: client.embed([t], pooling="mean", variant=v),
+        }
+        for variant, peer in onnx_peers.items()
+    }
+    log(
+        f"{len(steps)} ways x {settings.repeats} round(s) over {len(texts):,} texts, then "
+        f"{settings.latency_requests} single requests of {2 * len(singles)} ways and "
+        f"{len(settings.concurrency)} concurrency levels x {settings.sweep_seconds:g} s per "
+        "variant; first a measured step for the estimate"
+    )
+    probe = [
+        float(np.median(single_requests(call, short, 10)[2:]))
+        for calls in singles.values()
+        for call in calls.values()
+    ]
+    round_estimate = _round_estimate(ways, onnx_peers, torch_peer, st_peer, texts, lengths)
+
+    def left_after(round_seconds: float, rounds_left: int) -> float:
+        return peers_seconds(
+            round_seconds=round_seconds,
+            repeats=rounds_left + 1,
+            single_seconds=probe,
+            latency_requests=settings.latency_requests,
+            sweep_levels=len(settings.concurrency),
+            variants=len(settings.variants),
+            sweep_seconds=settings.sweep_seconds,
+        )
+
+    so_far = time.monotonic() - began
+    estimated = so_far + left_after(round_estimate, settings.repeats)
+    log(
+        "first step done; estimated: "
+        f"{say(estimated - so_far, already=so_far)} (a round about {round_estimate:.0f} s)"
+    )
     reference: np.ndarray | None = None
     for round_ in range(settings.repeats):
+        round_started = time.monotonic()
         for way, run in steps:
             started = time.perf_counter()
             vectors, computed = run()
@@ -477,28 +283,22 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
                 f"round {round_ + 1}/{settings.repeats}: {way.name} [{way.variant}] "
                 f"{way.seconds[-1]:.2f} s"
             )
+        if round_ == 0:  # the estimate again, from a whole round
+            round_seconds = time.monotonic() - round_started
+            left = left_after(round_seconds, settings.repeats - 1)
+            log(
+                f"first round {round_seconds:.1f} s (estimated {round_estimate:.0f} s); "
+                f"{say(left)} left"
+            )
     if reference is None:
         notes.append("no PyTorch reference: the cosine column is empty")
 
-    # single short requests: real tweets of about ten tokens
-    short = [t for t, n in zip(texts, lengths, strict=True) if 8 <= n <= 12] or texts[:50]
     latencies: list[Latency] = []
-    for variant, peer in onnx_peers.items():
-        single_requests(peer.embed_one, short, 20)
-        latencies.append(
-            latency_of(
-                "onnxruntime session",
-                variant,
-                single_requests(peer.embed_one, short, settings.latency_requests),
-            )
-        )
-        call = lambda t, v=variant: client.embed([t], pooling="mean", variant=v)  # noqa: E731
-        single_requests(call, short, 20)
-        latencies.append(
-            latency_of(
-                "bertserve", variant, single_requests(call, short, settings.latency_requests)
-            )
-        )
+    for variant, ways_ in singles.items():
+        for name, call in ways_.items():
+            single_requests(call, short, 20)
+            times = single_requests(call, short, settings.latency_requests)
+            latencies.append(latency_of(name, variant, times))
         log(f"single requests [{variant}]: done")
     sweep = []
     for variant in settings.variants:
@@ -526,4 +326,6 @@ def run_peers(settings: PeerSettings, log: Callable[[str], None] = print) -> dic
         "latency": [x.as_dict() for x in latencies],
         "sweep": [x.as_dict() for x in sweep],
         "notes": notes,
+        "seconds": round(time.monotonic() - began, 1),
+        "estimated_seconds": round(estimated, 1),  # after the first step, before the rounds
     }

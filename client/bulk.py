@@ -11,18 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from . import resume
 from .long_text import DEFAULTS as LONG_DEFAULTS
+from .progress import Progress, wanted
 from .request import EmbedOptions
 from .resume import BulkError
 
@@ -133,38 +132,6 @@ class RowsInOrder:
         return self.rows
 
 
-class Progress:
-    """A one-line progress bar on stderr: rows, rows/s and ETA."""
-
-    def __init__(self, total: int, done: int = 0, stream: IO[str] | None = None) -> None:
-        self.total, self.done, self.start_done = total, done, done
-        self.stream = stream or sys.stderr
-        self.started = self.last = time.monotonic()
-
-    def update(self, rows: int, *, final: bool = False) -> None:
-        self.done += rows
-        now = time.monotonic()
-        if not final and now - self.last < 0.5:
-            return
-        self.last = now
-        rate = (self.done - self.start_done) / max(now - self.started, 1e-9)
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta = "--" if left == float("inf") else _duration(left)
-        percent = 100 * self.done / self.total if self.total else 100.0
-        self.stream.write(
-            f"\r{self.done:,}/{self.total:,} rows ({percent:5.1f}%)  {rate:,.0f} rows/s  "
-            f"ETA {eta}   " + ("\n" if final else "")
-        )
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 @dataclass(eq=False)
 class _Window:
     """``read_ahead`` consecutive texts: sent as length-sorted batches, written in input
@@ -177,6 +144,7 @@ class _Window:
     rows: RowsInOrder
     skipped: int  # lines that were not UTF-8 (--errors skip): rows of NaN
     answered: int = 0
+    work: list[int] = field(default_factory=list)  # bytes of text per batch (progress)
 
     @property
     def complete(self) -> bool:
@@ -203,7 +171,7 @@ def embed_file(
     window: int = 8,
     read_ahead: int = 4096,
     lengths: Callable[[list[str]], list[int]] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     **options: Any,
 ) -> BulkResult:
     """Embed every text of ``input_path`` into ``output_path`` (rows in input order).
@@ -216,7 +184,8 @@ def embed_file(
     embedding); so does a line that is not UTF-8 with ``errors="skip"`` (``"fail"``: raise
     ``BulkError`` naming the line). ``options`` go to ``Client.embed_stream`` and must give
     one sentence vector per text. A rerun after an interruption continues from the rows in
-    ``<output>.partial`` once they match their progress record (``resume``).
+    ``<output>.partial`` once they match their progress record (``resume``). ``progress``:
+    rows, rows/s and ETA on stderr from the first batch (None: only when it is a terminal).
     """
     suffix = output_path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
@@ -239,7 +208,14 @@ def embed_file(
     done = earlier.rows if earlier else 0
     skipped = earlier.skipped if earlier else 0
     answered_by: dict[str, Any] = earlier.answered_by if earlier else {}
-    bar = Progress(total, done) if progress else None
+    # the time left is reckoned from bytes of text (a .txt file's size): each window sends its
+    # shortest texts first, so rows alone would promise too much early on
+    txt = input_path.suffix.lower() not in (".jsonl", ".ndjson")
+    bar = (
+        Progress(total, done, total_work=stat.st_size if txt else None)
+        if wanted(progress)
+        else None
+    )
     # windows whose batches were handed to the stream, oldest first (appended by the
     # stream's sending thread, taken here: deque appends and pops are thread-safe)
     sent: deque[_Window] = deque()
@@ -247,9 +223,13 @@ def embed_file(
     def batches(resume_at: int = done) -> Iterator[list[str]]:
         texts: list[str | None] = []
         start = resume_at
+        resumed_bytes = 0
         for index, text in enumerate(read_texts(input_path, field, errors)):
             if index < resume_at:
+                resumed_bytes += _bytes(text)
                 continue
+            if index == resume_at and bar and resumed_bytes:
+                bar.skip_done(0, resumed_bytes)
             texts.append(text)
             if len(texts) == read_ahead:
                 yield from plan(start, texts)
@@ -264,7 +244,8 @@ def embed_file(
         groups = sorted_batches(sizes, batch_size)
         groups = [[kept[i] for i in group] for group in groups]
         unread = sum(text is None for text in texts)
-        sent.append(_Window(start, len(texts), groups, RowsInOrder(len(texts)), unread))
+        work = [sum(_bytes(texts[i]) for i in group) for group in groups]
+        sent.append(_Window(start, len(texts), groups, RowsInOrder(len(texts)), unread, work=work))
         for group in groups:
             yield [texts[i] or "" for i in group]
 
@@ -292,12 +273,15 @@ def embed_file(
                     tail_sha256=resume.checksum(data),
                 )
                 resume.save(sidecar, record)
-                if bar:
-                    bar.update(finished.size)
+                if bar:  # the rows never sent (blank, not UTF-8) count once written
+                    unsent = finished.size - sum(len(group) for group in finished.batches)
+                    bar.update(unsent, work=sum(_bytes(None) for _ in range(unsent)))
 
         for result in client.embed_stream(batches(), window=window, **options):
             current = next(w for w in sent if not w.complete)  # answers come in order
             current.rows.add(current.batches[current.answered], result)
+            if bar:  # from the first answer on, not per window of --read-ahead rows
+                bar.update(len(current.batches[current.answered]), current.work[current.answered])
             current.answered += 1
             answered_by = _check_same_model(answered_by, result, partial)
             write_finished()
@@ -312,6 +296,11 @@ def embed_file(
     sidecar.unlink(missing_ok=True)
     partial.unlink(missing_ok=True)
     return BulkResult(done, skipped)
+
+
+def _bytes(text: str | None) -> int:
+    """A line's share of a .txt file's size (its newline included)."""
+    return len(text.encode("utf-8", "surrogatepass")) + 1 if text is not None else 1
 
 
 def _job_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -71,7 +71,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=4096,
         help="bulk: texts read and sorted by length at a time (less padding; rows stay in order)",
     )
-    embed.add_argument("--no-progress", action="store_true", help="bulk: no progress bar")
+    embed.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bulk: rows, rows/s and ETA on stderr from the first batch (default: only when "
+        "stderr is a terminal; --progress in a log, --no-progress never)",
+    )
     embed.set_defaults(run=run_embed, extra="")
 
 
@@ -152,7 +158,7 @@ def _embed_file(args: argparse.Namespace, options: dict[str, Any]) -> int:
                 window=args.window,
                 read_ahead=args.read_ahead,
                 lengths=load_tokenizer(args.tokenizer).lengths if args.tokenizer else None,
-                progress=not args.no_progress,
+                progress=args.progress,
                 **options,
             )
         except KeyboardInterrupt:

@@ -66,7 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--block-rows", type=int, default=4096, help="rows per block (the unit of resuming)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rows, rows/s and ETA on stderr from the first part of a block (default: only "
+        "when stderr is a terminal; --progress in a log, --no-progress never)",
+    )
     parser.set_defaults(run=run, extra="server,ray")
 
 
@@ -100,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             actors=args.actors,
             ray_address=args.ray_address,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
         report = run_job(job)
     except KeyboardInterrupt:

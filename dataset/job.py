@@ -6,10 +6,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from bertserve.client.progress import Progress, wanted
 
 from . import inputs, output
 from .engine import ClientEngine, Engine, InProcessEngine, TextError, package_info
@@ -18,6 +22,9 @@ from .options import FeatureOptions
 
 RAY_HINT = "--engine ray needs Ray Data: in the bertserve checkout run: pip install -e '.[ray]'"
 BLOCK_ROWS = 4096
+# rows embedded at a time when progress is shown: a first figure in seconds, and requests
+# big enough for the batcher to sort by length
+PART_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Job:
     threads: int = 0  # onnxruntime intra-op threads per engine (0: the CPUs it may use)
     actors: int = 1  # Ray: embedders side by side
     ray_address: str | None = None
-    progress: bool = True
+    progress: bool | None = None  # None: shown when stderr is a terminal
 
     def __post_init__(self) -> None:
         if self.engine not in ("local", "ray"):
@@ -79,15 +86,23 @@ class BlockWriter:
         self.job = job
         self.engine = make_engine(job)
 
-    def write(self, block: Block) -> int:
-        """Embed and write one block; returns its rows."""
+    def write(self, block: Block, on_rows: Callable[[int], None] | None = None) -> int:
+        """Embed and write one block; returns its rows. ``on_rows(n)``: told as each part of
+        the block is embedded (parts of ``PART_ROWS``), for progress within the block."""
         job = self.job
         started, cpu = time.time(), time.process_time()
         ids, texts = inputs.read(block, job.text_column, job.id_column)
-        try:
-            features = self.engine.outputs(texts)
-        except TextError as error:
-            raise InputError(f"{inputs.row_of(block, error.index)}: {error.reason}") from None
+        step = PART_ROWS if on_rows else max(1, len(texts))
+        parts: list[dict[str, Any]] = []
+        for start in range(0, len(texts), step):
+            try:
+                parts.append(self.engine.outputs(texts[start : start + step]))
+            except TextError as error:
+                row = inputs.row_of(block, start + error.index)
+                raise InputError(f"{row}: {error.reason}") from None
+            if on_rows:
+                on_rows(len(texts[start : start + step]))
+        features = _joined(parts)
         rows = output.table(ids, features, job.options.dtype)
         marker = {
             "rows": block.rows,
@@ -114,6 +129,19 @@ class BlockWriter:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def _joined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The features of a block's parts, in order: arrays stacked, per-text lists joined."""
+    if len(parts) == 1:
+        return parts[0]
+    joined: dict[str, Any] = {}
+    for name in parts[0] if parts else ():
+        values = [part[name] for part in parts]
+        joined[name] = (
+            np.concatenate(values) if isinstance(values[0], np.ndarray) else sum(values, [])
+        )
+    return joined
 
 
 def plan(job: Job) -> list[Block]:
@@ -206,17 +234,15 @@ def run(job: Job) -> dict[str, Any]:
 
 
 def _run_local(job: Job, todo: list[Block], total: int, done: int) -> list[int]:
-    from bertserve.client.bulk import Progress
-
     if not todo:
         return []
     writer = BlockWriter(job)
-    progress = Progress(total, done) if job.progress else None
+    progress = Progress(total, done) if wanted(job.progress) else None
     try:
         for block in todo:
-            rows = writer.write(block)
-            if progress:
-                progress.update(rows, final=block is todo[-1])
+            writer.write(block, progress.update if progress else None)
+        if progress:
+            progress.update(0, final=True)
     finally:
         writer.close()
     return [os.getpid()]
@@ -236,7 +262,7 @@ def _run_ray(job: Job, todo: list[Block]) -> list[int]:
         return []
     threads = job.threads or 1
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = job.progress
+    context.enable_progress_bars = wanted(job.progress)
     items = [block.to_dict() for block in todo]
     results = (
         ray.data.from_items(items, override_num_blocks=len(items))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from bertserve.bench.corpus import corpus, news_paragraphs, tweets
@@ -43,18 +44,63 @@ def test_the_load_generator_sends_real_texts_of_the_asked_length(live_server, tm
     assert all(r["tokens"] == 12 * 8 for r in results)  # exactly 8 tokens each
 
 
+def files_named(stdout: str) -> list[Path]:
+    """The files of the run's "wrote A, B, C (why one is missing)" line."""
+    (line,) = [line for line in stdout.splitlines() if line.startswith("wrote ")]
+    return [Path(name) for name in line.removeprefix("wrote ").split(" (")[0].split(", ")]
+
+
+def test_quick_estimates_first_then_runs_in_seconds(live_server, tmp_path):
+    report = tmp_path / "quick.json"
+    run = subprocess.run(
+        [*CLI, "--quick", "--target", live_server.target, "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[1] == (
+        "4 settings (1 variant(s) x 2 length(s) x 1 batch size(s) x 2 concurrency level(s)), "
+        "1 s each: 4 s of measuring; the estimate follows a measured first step"
+    )
+    assert lines[2].startswith(f"target {live_server.target}; first step ")
+    assert " s (server, texts, one request of each kind); estimated: about " in lines[2]
+    assert [line.split("]")[0] for line in lines[3:7]] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert "left" in lines[3] and "left" not in lines[6]
+    assert files_named(run.stdout) == [report]
+    results = json.loads(report.read_text())["results"]
+    assert [(r["length"], r["concurrency"]) for r in results] == [
+        (16, 1),
+        (16, 8),
+        (128, 1),
+        (128, 8),
+    ]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in results)
+    assert all(r["tokens"] == r["requests"] * r["length"] for r in results)  # real texts, cut
+
+
 @pytest.mark.timeout(900)
 def test_peers_smoke_run_reports_every_way(model_repo, tmp_path):
     out = tmp_path / "results"
     run = subprocess.run(
-        [*CLI, "--peers", "--repo", str(model_repo), "--variants", "fp32-opt,int8"]
-        + ["--texts", "48", "--repeats", "1", "--latency-requests", "10"]
+        [*CLI, "--peers", "--quick", "--repo", str(model_repo), "--variants", "fp32-opt,int8"]
+        + ["--texts", "48", "--latency-requests", "10"]
         + ["--concurrency", "1,4", "--sweep-seconds", "0.5", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    # the estimate comes before the first round, from a measured step
+    estimate = next(i for i, line in enumerate(lines) if line.startswith("first step done; "))
+    assert "estimated: about " in lines[estimate] and " (a round about " in lines[estimate]
+    assert estimate < next(i for i, line in enumerate(lines) if line.startswith("round 1/1: "))
+    # every file it says it wrote is there (the PNG: matplotlib is in the test environment)
+    named = files_named(run.stdout)
+    assert named == [out / "peers.json", out / "peers.md", out / "peers.png"]
+    assert all(path.is_file() and path.stat().st_size for path in named)
     report = json.loads((out / "peers.json").read_text())
     assert report["cpu"].startswith("CPU: ") and report["corpus"]["texts"] == 48
     ways = {(w["name"], w["variant"]): w for w in report["ways"]}
