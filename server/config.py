@@ -141,9 +141,10 @@ class ServerConfig:
     )
     instances: int = setting(1, "onnxruntime sessions per variant, run side by side")
     spin_wait: bool = setting(
-        True,
-        "onnxruntime's threads busy-wait for work after a run: lower latency on cores of its own;"
-        " off where the event loop shares the cores (more concurrent throughput, lower p99)",
+        False,
+        "onnxruntime's threads busy-wait for work after a run: on only where the model has "
+        "cores of its own; off, they sleep and leave the cores to the event loop and the "
+        "callers (lower p99, more concurrent throughput)",
     )
     grace_period_s: float = setting(10.0, "seconds to finish in-flight work on SIGTERM")
     warmup: bool = setting(True, "warm up each variant and measure its batch cost at load")

@@ -53,7 +53,7 @@ class ModelRuntime:
         device: str = "cpu",
         intra_op_threads: int = 0,
         instances: int = 1,
-        spin_wait: bool = True,
+        spin_wait: bool = False,
     ) -> None:
         import onnxruntime as ort
 
