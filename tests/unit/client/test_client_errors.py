@@ -156,8 +156,9 @@ def test_a_missing_extra_names_the_pip_command():
 
 def test_bench_peers_without_onnxruntime_says_which_extra_without_a_traceback(tmp_path):
     """Neither bench's raw session nor the server it would start can import onnxruntime:
-    bench says, before starting anything, which pip command fixes it. onnxruntime is hidden by a package of that name that fails to
-    import, as it does where the extra is not installed."""
+    bench says, before starting anything, which pip command fixes it. onnxruntime is hidden
+    by a package of that name that fails to import, as it does where the extra is not
+    installed."""
     hidden = tmp_path / "hidden" / "onnxruntime"
     hidden.mkdir(parents=True)
     (hidden / "__init__.py").write_text(
