@@ -164,7 +164,7 @@ def classify_labels(
     return labels
 
 
-def _subset(split: Split, rows: int) -> Split:
+def spread_rows(split: Split, rows: int) -> Split:
     """``rows`` rows taken evenly through the split (0: all). Not the first ones: a file
     sorted by label (``bertserve data sentiment`` writes them so) would give one class."""
     if not rows or rows >= len(split):
@@ -197,10 +197,11 @@ def probe(
     """Run every choice; returns {rows: [...], best_frozen, ...} (JSON-ready).
 
     The logistic regressions and TF-IDF train on the training and validation rows (all but
-    the test split), or on their first ``train_rows``; all are scored on the test split.
+    the test split), or on ``train_rows`` of them spread evenly (``spread_rows``); all are
+    scored on the test split (or ``test_rows`` of it, spread the same way).
     """
-    train = _subset(training_rows(data), train_rows)
-    test = _subset(data.test, test_rows)
+    train = spread_rows(training_rows(data), train_rows)
+    test = spread_rows(data.test, test_rows)
     rows: list[Row] = []
     started = time.perf_counter()
 

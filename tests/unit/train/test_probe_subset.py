@@ -1,13 +1,13 @@
 """`probe --train-rows N` on a file sorted by label still sees every label."""
 
 from bertserve.train.data import Split
-from bertserve.train.probe import _subset
+from bertserve.train.probe import spread_rows
 
 
 def test_rows_are_taken_evenly_through_a_split_sorted_by_label():
     labels = ["negative"] * 50 + ["neutral"] * 30 + ["positive"] * 20
     split = Split([f"text {i}" for i in range(100)], None, labels)
-    subset = _subset(split, 10)
+    subset = spread_rows(split, 10)
     assert len(subset) == 10
     assert set(subset.labels) == {"negative", "neutral", "positive"}
     for text, label in zip(subset.texts, subset.labels, strict=True):
@@ -16,6 +16,6 @@ def test_rows_are_taken_evenly_through_a_split_sorted_by_label():
 
 def test_pairs_follow_their_rows_and_zero_means_all():
     split = Split(["a", "b", "c", "d"], ["A", "B", "C", "D"], ["x", "x", "y", "y"])
-    subset = _subset(split, 2)
+    subset = spread_rows(split, 2)
     assert subset.texts == ["a", "c"] and subset.pairs == ["A", "C"] and subset.labels == ["x", "y"]
-    assert _subset(split, 0) is split and _subset(split, 9) is split
+    assert spread_rows(split, 0) is split and spread_rows(split, 9) is split
