@@ -164,8 +164,11 @@ def test_bulk_interrupted_with_ctrl_c_continues_on_rerun(live_server, tmp_path):
     import signal
     import time
 
+    # enough rows that the run cannot finish between the check below and the signal, even
+    # when this process is descheduled for seconds on a busy machine
+    rows = 10000
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"text number {i} of the corpus\n" for i in range(3000)))
+    corpus.write_text("".join(f"text number {i} of the corpus\n" for i in range(rows)))
     output = tmp_path / "out.npy"
     sidecar = tmp_path / "out.npy.progress.json"
     command = [*CLI, "embed", "--input", str(corpus), "--output", str(output)]
@@ -182,13 +185,13 @@ def test_bulk_interrupted_with_ctrl_c_continues_on_rerun(live_server, tmp_path):
     assert first.returncode == 130, stderr
     assert "run the same command again" in stderr
     done = json.loads(sidecar.read_text())["rows"]
-    assert 40 <= done < 3000 and not output.exists()
+    assert 40 <= done < rows and not output.exists()
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr
-    assert f"wrote 3000 vectors to {output}" in second.stderr
+    assert f"wrote {rows} vectors to {output}" in second.stderr
     vectors = np.load(output)
     with Client(live_server.target) as client:
-        picks = [0, done - 1, done, 2999]
+        picks = [0, done - 1, done, rows - 1]
         expected = client.embed(
             [f"text number {i} of the corpus" for i in picks]
         ).sentence_embedding

@@ -53,6 +53,7 @@ def test_health_and_metadata(triton_run, classifier_server):
         "input_ids": ("INT64", ["-1", "-1"]),
         "attention_mask": ("INT64", ["-1", "-1"]),
         "token_type_ids": ("INT64", ["-1", "-1"]),
+        "SPANS": ("INT64", ["-1", "3"]),
     }
     outputs = {t["name"]: (t["datatype"], t["shape"]) for t in minilm["outputs"]}
     assert outputs["sentence_embedding"] == ("FP32", ["-1", "384"])
