@@ -139,6 +139,18 @@ def add_feature_options(parser: argparse.ArgumentParser, *, per_call: bool) -> N
     )
 
 
+def add_progress_option(parser: argparse.ArgumentParser, first: str, prefix: str = "") -> None:
+    """``--progress/--no-progress``: rows, rows/s and ETA on stderr from the ``first`` unit of
+    work (``client.progress.wanted`` reads it)."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"{prefix}rows, rows/s and ETA on stderr from the first {first} (default: only "
+        "when stderr is a terminal; --progress in a log, --no-progress never)",
+    )
+
+
 def _span(value: str) -> tuple[int, ...]:
     try:
         numbers = tuple(int(x) for x in value.split(":"))

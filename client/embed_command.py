@@ -14,6 +14,7 @@ from bertserve.client.cli import HelpFormatter
 from .cli_common import (
     add_connection,
     add_feature_options,
+    add_progress_option,
     examples,
     fail,
     guarded,
@@ -71,13 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=4096,
         help="bulk: texts read and sorted by length at a time (less padding; rows stay in order)",
     )
-    embed.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bulk: rows, rows/s and ETA on stderr from the first batch (default: only when "
-        "stderr is a terminal; --progress in a log, --no-progress never)",
-    )
+    add_progress_option(embed, "batch", prefix="bulk: ")
     embed.set_defaults(run=run_embed, extra="")
 
 

@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 from bertserve.client.cli import HelpFormatter
-from bertserve.client.cli_common import add_feature_options, long_text_words
+from bertserve.client.cli_common import (
+    add_feature_options,
+    add_progress_option,
+    long_text_words,
+)
 
 EXAMPLES = """\
 examples:
@@ -66,13 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--block-rows", type=int, default=4096, help="rows per block (the unit of resuming)"
     )
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="rows, rows/s and ETA on stderr from the first part of a block (default: only "
-        "when stderr is a terminal; --progress in a log, --no-progress never)",
-    )
+    add_progress_option(parser, "part of a block")
     parser.set_defaults(run=run, extra="server,ray")
 
 
