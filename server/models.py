@@ -19,6 +19,7 @@ from bertserve.server.repository import (
     ModelPackage,
     VariantPackage,
     check_boundary,
+    max_length_of,
     scan_repository,
     scrub,
     verify_package,
@@ -64,9 +65,7 @@ class LoadedVariant:
         manifest = package.manifest
         self.num_layers = int(manifest["num_layers"])
         self.hidden_size = int(manifest["hidden_size"])
-        self.max_length = int(
-            manifest.get("max_length") or manifest.get("max_position_embeddings") or 512
-        )
+        self.max_length = max_length_of(manifest)
         self.vocab_size = int(manifest["vocab_size"])
         self.type_vocab_size = int(manifest.get("type_vocab_size") or 2)
         self.tokenizer = TextTokenizer(package.path / "tokenizer.json", self.max_length)

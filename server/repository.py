@@ -59,6 +59,12 @@ class ModelPackage:
         return next(iter(self.variants))
 
 
+def max_length_of(manifest: dict[str, Any]) -> int:
+    """The positions a package's model reads: its manifest's max_length, else its position
+    embeddings, else BERT's 512."""
+    return int(manifest.get("max_length") or manifest.get("max_position_embeddings") or 512)
+
+
 def _read_manifest(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text())
     if not isinstance(data, dict):

@@ -35,7 +35,7 @@ from bertserve.inference import model_config_pb2 as mc
 from bertserve.server.config import BatchSettings, ServerConfig
 from bertserve.server.core.chunking import chunk_defaults
 from bertserve.server.errors import InvalidArgument
-from bertserve.server.repository import VARIANT_ORDER, ModelPackage
+from bertserve.server.repository import VARIANT_ORDER, ModelPackage, max_length_of
 from bertserve.server.statistics import RequestStatistics, Statistics
 
 FEATURES = ".features"
@@ -222,8 +222,8 @@ def model_config(
     kind = (
         mc.ModelInstanceGroup.KIND_CPU if config.device == "cpu" else mc.ModelInstanceGroup.KIND_GPU
     )
-    max_length = manifest.get("max_length") or manifest.get("max_position_embeddings") or 512
-    chunk_tokens, chunk_overlap = chunk_defaults(int(max_length))
+    max_length = max_length_of(manifest)
+    chunk_tokens, chunk_overlap = chunk_defaults(max_length)
     facts = {
         "variant": version,
         "max_request_sequences": config.max_request_sequences,

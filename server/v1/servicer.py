@@ -20,6 +20,7 @@ from bertserve.server.errors import (
     reason_of,
     status_of,
 )
+from bertserve.server.repository import max_length_of
 from bertserve.server.rpc import code_of, record, refuse_if_draining, unary
 from bertserve.server.v1 import codec
 from bertserve.server.v1.codec import CHUNK_BYTES, field_name
@@ -166,9 +167,7 @@ def model_info_pb(registry: Any, name: str) -> pb.ModelInfo:
     model = registry.model(name)
     manifest = model.manifest
     max_length = int(manifest.get("max_length", 0))
-    # the window the variants use (models.py): max_length, else the position embeddings
-    window = max_length or int(manifest.get("max_position_embeddings") or 512)
-    chunk_tokens, chunk_overlap = chunk_defaults(window)
+    chunk_tokens, chunk_overlap = chunk_defaults(max_length_of(manifest))
     variants = [
         pb.VariantInfo(
             name=variant.name,
